@@ -1,0 +1,102 @@
+"""What a mail says, as plain data: built from the store, consumed by the renderer.
+
+Everything a template needs is here, already decided: which photos may be shown (consent is
+checked when this is built, which is render time), the sanitised teacher HTML, the school's zone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass(frozen=True)
+class Photo:
+    """An image (or a video's still) that consent allows in a mail."""
+
+    url: str  # the service's own signed link, never the portal's
+    alt: str
+    is_video: bool = False
+    link: str | None = None  # where a click goes (a video plays in the portal)
+
+
+@dataclass(frozen=True)
+class EventInfo:
+    starts_at: datetime
+    ends_at: datetime | None
+    location: str | None
+
+
+@dataclass(frozen=True)
+class LinkInfo:
+    url: str
+    title: str
+
+
+@dataclass(frozen=True)
+class SignupInfo:
+    """A parent-meeting sign-up (``meeting``) or a call for volunteers (``help``)."""
+
+    signup_url: str | None
+    deadline: datetime | None = None
+    needed_at: datetime | None = None
+    what: str | None = None
+
+
+@dataclass(frozen=True)
+class PostContent:
+    id: str
+    kind: str
+    title: str
+    author: str
+    published_at: datetime
+    body_html: str  # sanitised with the allowlist; safe to mark as markup
+    url: str | None
+    photos: tuple[Photo, ...] = ()
+    withheld_photos: int = 0  # images kept out of the mail for want of consent
+    event: EventInfo | None = None
+    links: tuple[LinkInfo, ...] = ()
+    signup: SignupInfo | None = None
+
+
+@dataclass(frozen=True)
+class GroupSection:
+    id: str
+    name: str
+    kind: str
+    posts: tuple[PostContent, ...]
+
+
+@dataclass(frozen=True)
+class SchoolInfo:
+    id: str
+    name: str
+    timezone: str
+    reply_to: str | None
+    portal_url: str | None
+
+
+@dataclass(frozen=True)
+class MailContent:
+    """One mail: a newsletter (several groups) or a single post (one group, one post)."""
+
+    school: SchoolInfo
+    locale: str  # a locale with a catalogue ("nl" or "en")
+    recipient_names: tuple[str, ...]
+    address: str
+    sections: tuple[GroupSection, ...]
+    period_start: datetime | None = None
+    cutoff: datetime | None = None
+    week: int | None = None
+    preferences_url: str | None = None
+    unsubscribe_url: str | None = None
+    kind: str = "newsletter"  # or "post"
+    extra_headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def post_count(self) -> int:
+        return sum(len(section.posts) for section in self.sections)
+
+    @property
+    def withheld_photos(self) -> int:
+        return sum(post.withheld_photos for section in self.sections for post in section.posts)
