@@ -16,7 +16,7 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
-    """An engine for ``url``; ``postgresql://`` means psycopg 3, SQLite gets foreign keys and WAL."""
+    """An engine for ``url``: psycopg 3 for PostgreSQL; foreign keys and WAL for SQLite."""
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
     engine = create_engine(url, **kwargs)

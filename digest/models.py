@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -62,13 +62,22 @@ def utcnow() -> datetime:
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
-    type_annotation_map = {datetime: UtcDateTime, dict[str, Any]: JSON, list[Any]: JSON}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        datetime: UtcDateTime,
+        dict[str, Any]: JSON,
+        list[Any]: JSON,
+    }
 
 
 def _enum(cls: type[enum.Enum]) -> Enum:
     # Stored as the value strings, checked in Python; a new value needs no ALTER TYPE.
-    return Enum(cls, native_enum=False, create_constraint=False, length=20,
-                values_callable=lambda members: [m.value for m in members])
+    return Enum(
+        cls,
+        native_enum=False,
+        create_constraint=False,
+        length=20,
+        values_callable=lambda members: [m.value for m in members],
+    )
 
 
 class GroupKind(enum.StrEnum):
@@ -281,7 +290,9 @@ class Media(Base):
 class Event(Base):
     __tablename__ = "events"
 
-    post_id: Mapped[str] = mapped_column(ForeignKey("posts.id", ondelete="CASCADE"), primary_key=True)
+    post_id: Mapped[str] = mapped_column(
+        ForeignKey("posts.id", ondelete="CASCADE"), primary_key=True
+    )
     starts_at: Mapped[datetime]
     ends_at: Mapped[datetime | None]
     location: Mapped[str | None] = mapped_column(String(500))
@@ -307,11 +318,13 @@ class Edition(Base):
 
 
 class EditionPost(Base):
-    """A post belongs to exactly one (not cancelled) edition: the first planned after it appeared."""
+    """A post belongs to one live edition: the first planned after it appeared."""
 
     __tablename__ = "edition_posts"
 
-    post_id: Mapped[str] = mapped_column(ForeignKey("posts.id", ondelete="CASCADE"), primary_key=True)
+    post_id: Mapped[str] = mapped_column(
+        ForeignKey("posts.id", ondelete="CASCADE"), primary_key=True
+    )
     edition_id: Mapped[int] = mapped_column(
         ForeignKey("editions.id", ondelete="CASCADE"), index=True
     )
@@ -330,7 +343,9 @@ class Delivery(Base):
     address: Mapped[str] = mapped_column(String(320))
     locale: Mapped[str] = mapped_column(String(35))
     post_ids: Mapped[list[Any]] = mapped_column(default=list)
-    status: Mapped[DeliveryStatus] = mapped_column(_enum(DeliveryStatus), default=DeliveryStatus.QUEUED)
+    status: Mapped[DeliveryStatus] = mapped_column(
+        _enum(DeliveryStatus), default=DeliveryStatus.QUEUED
+    )
     reason: Mapped[SkipReason | None] = mapped_column(_enum(SkipReason))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime | None]

@@ -1,4 +1,4 @@
-"""One typed settings object, read from ``DIGEST_*`` environment variables and validated at start."""
+"""One typed settings object, read from ``DIGEST_*`` environment variables, checked at start."""
 
 from __future__ import annotations
 

@@ -1,0 +1,346 @@
+"""``digest``: every stage by hand. A thin face over the stage functions; no logic of its own."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from digest import __version__
+from digest.db import make_engine, session_factory, upgrade
+from digest.errors import DigestError
+from digest.settings import Settings, load_settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+DEFAULT_ZONE = "Europe/Amsterdam"
+
+
+class App:
+    """What every command needs, made on first use so ``--help`` works without configuration."""
+
+    def __init__(self) -> None:
+        self._settings: Settings | None = None
+        self._engine: Engine | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings()
+        return self._settings
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = make_engine(self.settings.database_url)
+        return self._engine
+
+    @property
+    def sessions(self) -> sessionmaker[Session]:
+        return session_factory(self.engine)
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+
+
+pass_app = click.make_pass_decorator(App)
+
+
+def _at_option(help_text: str) -> Callable[[F], F]:
+    return click.option("--at", "at_text", metavar="ISO-8601", help=help_text)
+
+
+def resolve_at(at_text: str | None, zone: str) -> datetime:
+    """``--at`` as an aware UTC instant (read in ``zone`` without an offset); now when absent."""
+    from digest.periods import parse_instant
+
+    if at_text is None:
+        return datetime.now(UTC)
+    try:
+        return parse_instant(at_text, zone)
+    except ValueError:
+        raise click.BadParameter(
+            f'"{at_text}" is not an ISO-8601 time', param_hint="--at"
+        ) from None
+
+
+def school_zone(app: App, school_id: str) -> str:
+    from digest.plan import load_school
+
+    with app.sessions() as session:
+        return load_school(session, school_id).timezone
+
+
+class DigestGroup(click.Group):
+    """Turns the service's own errors into one short line each and exit status 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except DigestError as error:
+            for line in str(error).splitlines():
+                click.echo(f"error: {line}", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=DigestGroup)
+@click.version_option(__version__, prog_name="digest")
+@click.option("-v", "--verbose", is_flag=True, help="Log each step (ids only) to standard error.")
+@click.pass_context
+def main(ctx: click.Context, verbose: bool) -> None:
+    """The digest service: a school portal's group news, by email, to the parents who want it."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    app = App()
+    ctx.obj = app
+    ctx.call_on_close(app.close)
+
+
+@main.group()
+def db() -> None:
+    """The service's database."""
+
+
+@db.command("upgrade")
+@pass_app
+def db_upgrade(app: App) -> None:
+    """Create the database, or migrate it to the current schema."""
+    upgrade(app.engine)
+    click.echo("database is up to date")
+
+
+@main.command("import")
+@click.argument("file", type=click.File("rb"))
+@pass_app
+def import_(app: App, file: Any) -> None:
+    """Import a portal export document (JSON, contract v1); FILE may be - for standard input."""
+    from digest.ingest import import_document, parse_document
+
+    document = parse_document(file.read())
+    with app.sessions() as session, session.begin():
+        summary = import_document(session, document)
+    for kind, counts in summary.counts.items():
+        shown = ", ".join(f"{n} {what}" for what, n in counts.items() if n)
+        click.echo(f"{kind}: {shown or 'nothing'}")
+
+
+def _plan(app: App, school_id: str, at_text: str | None) -> Any:
+    from digest.periods import latest_cutoff
+    from digest.plan import load_school, plan_edition
+
+    with app.sessions() as session, session.begin():
+        school = load_school(session, school_id)
+        at = resolve_at(at_text, school.timezone)
+        cutoff = latest_cutoff(
+            at, weekday=school.digest_weekday, clock=school.digest_time, zone=school.timezone
+        )
+        result = plan_edition(session, school.id, cutoff)
+    edition = result.edition
+    local = edition.cutoff.astimezone(_zone(school.timezone))
+    verb = "planned" if result.created else "already planned"
+    click.echo(
+        f"edition {edition.id} of school {school_id} ({local:%Y-%m-%d %H:%M %Z}) {verb}: "
+        f"{edition.status.value}"
+    )
+    for key, count in sorted(result.counts.items()):
+        click.echo(f"  {key:<22} {count}")
+    return result
+
+
+def _zone(name: str) -> Any:
+    from zoneinfo import ZoneInfo
+
+    return ZoneInfo(name)
+
+
+@main.command()
+@click.option("--school", "school_id", required=True, help="The school's portal id.")
+@_at_option("Plan the edition whose cutoff is the latest at or before this time (default: now).")
+@pass_app
+def plan(app: App, school_id: str, at_text: str | None) -> None:
+    """Plan a school's weekly edition; planning it again changes nothing."""
+    _plan(app, school_id, at_text)
+
+
+@contextmanager
+def _progress(total: int) -> Iterator[Callable[[int], None]]:
+    """A progress bar on a terminal; silence in pipes and logs."""
+    if total == 0 or not sys.stderr.isatty():
+        yield lambda _n: None
+        return
+    from rich.progress import Progress
+
+    with Progress(transient=True) as bar:
+        task = bar.add_task("sending", total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+def _send(app: App, school_id: str | None, at: datetime) -> None:
+    from digest.deliver import Deliverer, count_due
+    from digest.transports import open_transport
+
+    with app.sessions() as session:
+        total = count_due(session, at, school_id)
+
+    async def go() -> Any:
+        transport = open_transport(app.settings.mail_url)
+        try:
+            deliverer = Deliverer(app.sessions, transport, app.settings)
+            with _progress(total) as advance:
+                return await deliverer.run(at, school_id=school_id, progress=advance)
+        finally:
+            await transport.close()
+
+    report = asyncio.run(go())
+    shown = ", ".join(f"{n} {status}" for status, n in sorted(report.counts.items()))
+    click.echo(f"sent through {app.settings.mail_url.split(':', 1)[0]}: {shown or 'nothing due'}")
+    if report.paused:
+        raise DigestError(f"the mail server refused our mail, sending paused: {report.paused}")
+
+
+@main.command()
+@click.option("--school", "school_id", help="Only this school's mail (default: every school).")
+@_at_option("Send what is due at this time (default: now).")
+@pass_app
+def send(app: App, school_id: str | None, at_text: str | None) -> None:
+    """Deliver the queued mail that is due."""
+    zone = school_zone(app, school_id) if school_id else DEFAULT_ZONE
+    _send(app, school_id, resolve_at(at_text, zone))
+
+
+@main.command()
+@click.option("--school", "school_id", required=True, help="The school's portal id.")
+@_at_option("The edition whose cutoff is the latest at or before this time (default: now).")
+@pass_app
+def run(app: App, school_id: str, at_text: str | None) -> None:
+    """Plan a school's edition, then send it (what the scheduler does each week)."""
+    result = _plan(app, school_id, at_text)
+    at = max(resolve_at(at_text, school_zone(app, school_id)), result.edition.cutoff)
+    _send(app, school_id, at)
+
+
+@main.command()
+@click.option("--guardian", "guardian_id", required=True, help="The guardian's portal id.")
+@_at_option("The edition whose cutoff is the latest at or before this time (default: now).")
+@click.option("--upcoming", is_flag=True, help="The next edition, with the posts so far.")
+@click.option(
+    "--format", "fmt", type=click.Choice(["html", "text", "eml"]), default="html", show_default=True
+)
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Write here.")
+@pass_app
+def preview(
+    app: App,
+    guardian_id: str,
+    at_text: str | None,
+    upcoming: bool,
+    fmt: str,
+    output: Path | None,
+) -> None:
+    """Show the mail a guardian got (or gets) in an edition; never sends anything."""
+    from digest.links import Links
+    from digest.models import Guardian
+    from digest.preview import preview as build_preview
+    from digest.render import Renderer
+
+    if upcoming and at_text:
+        raise click.UsageError("use --at or --upcoming, not both")
+    with app.sessions() as session:
+        guardian = session.get(Guardian, guardian_id)
+        zone = school_zone(app, guardian.school_id) if guardian else DEFAULT_ZONE
+        at = resolve_at(at_text, zone)
+        result = build_preview(session, Links(app.settings), guardian_id, at=at, upcoming=upcoming)
+    if result.warning:
+        click.echo(f"warning: {result.warning}", err=True)
+    rendered = Renderer(app.settings).render(result.content, now=at)
+    if fmt == "html":
+        data = rendered.html.encode()
+    elif fmt == "text":
+        data = rendered.text.encode()
+    else:
+        data = bytes(rendered.message)
+    if output:
+        output.write_bytes(data)
+        click.echo(f"wrote {output} ({len(data)} bytes)", err=True)
+    else:
+        sys.stdout.buffer.write(data)
+
+
+@main.command()
+@click.option("--school", "school_id", required=True, help="The school's portal id.")
+@_at_option("The edition whose cutoff is the latest at or before this time (default: now).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document, for scripts.")
+@pass_app
+def status(app: App, school_id: str, at_text: str | None, as_json: bool) -> None:
+    """Per guardian of an edition: address, preference, status, reason, posts and mail size."""
+    from digest.periods import latest_cutoff
+    from digest.plan import load_school
+    from digest.status import edition_status, find_edition, summarize
+
+    with app.sessions() as session:
+        school = load_school(session, school_id)
+        at = resolve_at(at_text, school.timezone)
+        cutoff = latest_cutoff(
+            at, weekday=school.digest_weekday, clock=school.digest_time, zone=school.timezone
+        )
+        edition = find_edition(session, school.id, cutoff)
+        if edition is None:
+            raise DigestError(f"school {school_id} has no edition ending {cutoff.isoformat()}")
+        lines = edition_status(session, edition)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "edition": {
+                        "id": edition.id,
+                        "school_id": school_id,
+                        "cutoff": edition.cutoff.isoformat(),
+                        "period_start": edition.period_start.isoformat(),
+                        "status": edition.status.value,
+                    },
+                    "summary": summarize(lines),
+                    "guardians": [line.as_json() for line in lines],
+                },
+                indent=2,
+            )
+        )
+        return
+    click.echo(f"edition {edition.id} ({edition.status.value}), {len(lines)} guardians")
+    for line in lines:
+        outcome = f"{line.status}:{line.reason}" if line.reason else line.status
+        size = f"{line.size / 1024:.1f} KB" if line.size else "-"
+        extra = ""
+        if line.attempts > 1 or (line.last_reply and line.status != "sent"):
+            extra = (
+                f"  attempts={line.attempts} next={line.next_attempt_at or '-'} "
+                f"reply={line.last_reply or '-'}"
+            )
+        click.echo(
+            f"{line.guardian_id:<10} {line.address or '(no address)':<34} {line.preference:<10} "
+            f"{outcome:<20} {line.posts:>3} posts {size:>9}{extra}"
+        )
+    for key, count in summarize(lines).items():
+        click.echo(f"  {key:<22} {count}")
+
+
+@main.command()
+@_at_option("Make the demo week the one ending at or before this time (default: now).")
+@pass_app
+def demo(app: App, at_text: str | None) -> None:
+    """Load a Dutch demo school, run its edition into the outbox and say where to look."""
+    from digest.demo import run_demo
+
+    at = resolve_at(at_text, DEFAULT_ZONE)
+    run_demo(app.engine, app.settings, at, echo=click.echo)

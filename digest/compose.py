@@ -1,0 +1,206 @@
+"""Build what a mail says from the store at render time, so consent is checked as late as can be."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+
+from digest.content import (
+    EventInfo,
+    GroupSection,
+    LinkInfo,
+    MailContent,
+    Photo,
+    PostContent,
+    SchoolInfo,
+    SignupInfo,
+)
+from digest.links import Links
+from digest.models import (
+    Delivery,
+    Edition,
+    Group,
+    GroupKind,
+    Guardian,
+    Media,
+    MediaType,
+    PhotoConsent,
+    Post,
+    Recipient,
+    School,
+)
+from digest.periods import iso_week
+from digest.sanitize import clean_teacher_html
+
+LANGUAGES = ("nl", "en")
+MAIL_CONSENT = (PhotoConsent.EMAIL, PhotoConsent.PUBLIC)
+GROUP_ORDER = {GroupKind.SCHOOL: 0, GroupKind.CLASS: 1, GroupKind.COMMITTEE: 2}
+
+
+def mail_language(locale: str | None, school_locale: str) -> str:
+    """The catalogue for a BCP 47 tag: its language if we have it, else the school's, else Dutch."""
+    for tag in (locale, school_locale):
+        language = (tag or "").replace("_", "-").split("-")[0].lower()
+        if language in LANGUAGES:
+            return language
+    return "nl"
+
+
+def may_mail(media: Media) -> bool:
+    """DESIGN's rule: an image goes into a mail only if every child in it allows mail."""
+    return all(child.photo_consent in MAIL_CONSENT for child in media.children)
+
+
+def load_posts(session: Session, post_ids: Iterable[str]) -> list[Post]:
+    """The posts that still exist and are not deleted, with what rendering needs, in few queries."""
+    ids = list(post_ids)
+    if not ids:
+        return []
+    return list(
+        session.scalars(
+            select(Post)
+            .where(Post.id.in_(ids), Post.deleted_at.is_(None))
+            .options(
+                selectinload(Post.media).selectinload(Media.children),
+                selectinload(Post.event),
+            )
+            .order_by(Post.published_at, Post.id)
+        )
+    )
+
+
+def _post_content(post: Post, links: Links, group_name: str) -> PostContent:
+    photos: list[Photo] = []
+    withheld = 0
+    for media in post.media:
+        still = media.url if media.type is MediaType.IMAGE else media.poster_url
+        if not still or not may_mail(media):
+            withheld += 1
+            continue
+        is_video = media.type is MediaType.VIDEO
+        photos.append(
+            Photo(
+                url=links.media(media.id),
+                alt=media.alt or f"Foto uit {group_name}",
+                is_video=is_video,
+                link=post.url if is_video else None,
+            )
+        )
+    event = None
+    if post.event is not None:
+        event = EventInfo(post.event.starts_at, post.event.ends_at, post.event.location)
+    signup = None
+    if post.meeting:
+        signup = SignupInfo(
+            signup_url=post.meeting.get("signup_url"),
+            deadline=_instant(post.meeting.get("deadline")),
+        )
+    elif post.help:
+        signup = SignupInfo(
+            signup_url=post.help.get("signup_url"),
+            needed_at=_instant(post.help.get("needed_at")),
+            what=post.help.get("what"),
+        )
+    assert post.published_at is not None
+    return PostContent(
+        id=post.id,
+        kind=post.kind.value,
+        title=post.title,
+        author=post.author,
+        published_at=post.published_at,
+        body_html=clean_teacher_html(post.body_html),
+        url=post.url,
+        photos=tuple(photos),
+        withheld_photos=withheld,
+        event=event,
+        links=tuple(
+            LinkInfo(url=link["url"], title=link.get("title") or link["url"])
+            for link in post.links or []
+        ),
+        signup=signup,
+    )
+
+
+def _instant(text: str | None) -> datetime | None:
+    # Stored as the portal sent it (ISO 8601 with an offset, checked on import).
+    return datetime.fromisoformat(text) if text else None
+
+
+def compose(
+    session: Session,
+    links: Links,
+    *,
+    school: School,
+    post_ids: Sequence[str],
+    guardian_ids: Sequence[str],
+    names: Sequence[str],
+    address: str,
+    locale: str,
+    period: tuple[datetime, datetime] | None = None,
+    kind: str = "newsletter",
+) -> MailContent:
+    """The content of one mail to ``address``; posts deleted since planning are left out."""
+    posts = load_posts(session, post_ids)
+    groups = {
+        g.id: g
+        for g in session.scalars(select(Group).where(Group.id.in_({p.group_id for p in posts})))
+    }
+    ordered = sorted(groups.values(), key=lambda g: (GROUP_ORDER[g.kind], g.name.lower(), g.id))
+    sections = tuple(
+        GroupSection(
+            id=group.id,
+            name=group.name,
+            kind=group.kind.value,
+            posts=tuple(
+                _post_content(p, links, group.name) for p in posts if p.group_id == group.id
+            ),
+        )
+        for group in ordered
+    )
+    period_start, cutoff = period if period else (None, None)
+    return MailContent(
+        school=SchoolInfo(
+            id=school.id,
+            name=school.name,
+            timezone=school.timezone,
+            reply_to=school.reply_to,
+            portal_url=school.portal_url,
+        ),
+        locale=mail_language(locale, school.locale),
+        recipient_names=tuple(names),
+        address=address,
+        sections=sections,
+        period_start=period_start,
+        cutoff=cutoff,
+        week=iso_week(cutoff, school.timezone) if cutoff else None,
+        preferences_url=links.preferences(list(guardian_ids)) if guardian_ids else None,
+        unsubscribe_url=links.unsubscribe(list(guardian_ids)) if guardian_ids else None,
+        kind=kind,
+    )
+
+
+def compose_delivery(session: Session, links: Links, delivery: Delivery) -> MailContent:
+    """The content of one outbox row, for the guardians who share its address."""
+    school = session.get_one(School, delivery.school_id)
+    sharing = session.execute(
+        select(Guardian.id, Guardian.name)
+        .join(Recipient, Recipient.guardian_id == Guardian.id)
+        .where(Recipient.delivery_id == delivery.id)
+        .order_by(Guardian.name, Guardian.id)
+    ).all()
+    edition = session.get(Edition, delivery.edition_id) if delivery.edition_id else None
+    return compose(
+        session,
+        links,
+        school=school,
+        post_ids=delivery.post_ids,
+        guardian_ids=[g.id for g in sharing],
+        names=[g.name for g in sharing],
+        address=delivery.address,
+        locale=delivery.locale,
+        period=(edition.period_start, edition.cutoff) if edition else None,
+        kind=delivery.kind.value,
+    )
