@@ -14,10 +14,11 @@ from typing import Any, TypeVar
 
 import click
 from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from digest import __version__
-from digest.db import make_engine, session_factory, upgrade
+from digest.db import make_engine, pending_migrations, session_factory, upgrade
 from digest.errors import DigestError
 from digest.settings import Settings, load_settings
 
@@ -31,6 +32,7 @@ class App:
     def __init__(self) -> None:
         self._settings: Settings | None = None
         self._engine: Engine | None = None
+        self._sessions: sessionmaker[Session] | None = None
 
     @property
     def settings(self) -> Settings:
@@ -46,7 +48,13 @@ class App:
 
     @property
     def sessions(self) -> sessionmaker[Session]:
-        return session_factory(self.engine)
+        """Sessions on a database whose schema is current (else an error saying what to run)."""
+        if self._sessions is None:
+            problem = pending_migrations(self.engine)
+            if problem:
+                raise DigestError(problem)
+            self._sessions = session_factory(self.engine)
+        return self._sessions
 
     def close(self) -> None:
         if self._engine is not None:
@@ -56,8 +64,20 @@ class App:
 pass_app = click.make_pass_decorator(App)
 
 
+def _check_iso(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    # Checked here, before any database work, so a typo is a usage error (exit 2).
+    if value is not None:
+        try:
+            datetime.fromisoformat(value)
+        except ValueError:
+            raise click.BadParameter(f'"{value}" is not an ISO-8601 time') from None
+    return value
+
+
 def _at_option(help_text: str) -> Callable[[F], F]:
-    return click.option("--at", "at_text", metavar="ISO-8601", help=help_text)
+    return click.option(
+        "--at", "at_text", metavar="ISO-8601", help=help_text, callback=_check_iso
+    )
 
 
 def resolve_at(at_text: str | None, zone: str) -> datetime:
@@ -90,6 +110,10 @@ class DigestGroup(click.Group):
         except DigestError as error:
             for line in str(error).splitlines():
                 click.echo(f"error: {line}", err=True)
+            sys.exit(1)
+        except OperationalError as error:
+            # The database is unreachable or locked: say so in one line, without a traceback.
+            click.echo(f"error: database: {str(error.orig).strip().splitlines()[0]}", err=True)
             sys.exit(1)
 
 

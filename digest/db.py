@@ -9,6 +9,8 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -51,6 +53,17 @@ def alembic_config(engine: Engine) -> Config:
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["engine"] = engine
     return config
+
+
+def pending_migrations(engine: Engine) -> str | None:
+    """None when the database is at the newest schema, else a sentence saying what to do."""
+    head = ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
+    with engine.connect() as connection:
+        current = MigrationContext.configure(connection).get_current_revision()
+    if current == head:
+        return None
+    found = f"schema {current}" if current else "no schema"
+    return f"the database has {found}, this version needs {head}: run `digest db upgrade`"
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:

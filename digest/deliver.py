@@ -105,6 +105,7 @@ def claim(session: Session, at: datetime, limit: int, school_id: str | None = No
                 status=DeliveryStatus.SENDING,
                 lease_until=at + LEASE,
                 attempts=Delivery.attempts + 1,
+                first_attempt_at=func.coalesce(Delivery.first_attempt_at, at),
             )
         )
         session.execute(
@@ -264,7 +265,7 @@ class Deliverer:
                     row.size_bytes = outcome.size
                     row.next_attempt_at = None
                 elif outcome.status is DeliveryStatus.RETRY:
-                    if at - row.created_at >= MAX_AGE:
+                    if at - (row.first_attempt_at or at) >= MAX_AGE:
                         row.status = DeliveryStatus.EXPIRED
                     else:
                         row.next_attempt_at = at + backoff(row.attempts)

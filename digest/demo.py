@@ -92,11 +92,14 @@ def demo_document(cutoff: datetime, seed: int = 2026) -> dict[str, Any]:
     """The portal export of OBS De Klimop for the week ending at ``cutoff`` (deterministic)."""
     rng = random.Random(seed)
     zone = ZoneInfo(ZONE)
-    week_start = cutoff.astimezone(zone) - timedelta(days=7)
-    week = f"{cutoff.astimezone(zone).isocalendar().week:02d}"
+    local_cutoff = cutoff.astimezone(zone)
+    monday = local_cutoff - timedelta(days=local_cutoff.weekday())
+    week = f"{local_cutoff.isocalendar().week:02d}"
 
     def moment(day: int, hour: int, minute: int = 0) -> str:
-        local = (week_start + timedelta(days=day)).replace(hour=hour, minute=minute, second=0)
+        # Day 0 is the Monday of the cutoff's week; the hour is local (DST-safe via astimezone).
+        naive = (monday + timedelta(days=day)).replace(tzinfo=None)
+        local = naive.replace(hour=hour, minute=minute, second=0, microsecond=0, tzinfo=zone)
         return local.isoformat()
 
     groups = [
@@ -144,7 +147,7 @@ def demo_document(cutoff: datetime, seed: int = 2026) -> dict[str, Any]:
                     "group_ids": ["demo-mr"] if n in (4, 17) and parent == 0 else [],
                 }
             )
-    guardians[3]["email"] = None  # a parent the school has no address for
+    guardians[3].update(email=None, delivery="newsletter")  # the school has no address for them
     guardians[9]["email"] = guardians[8]["email"].upper()  # two parents sharing one address
     guardians[8]["delivery"] = guardians[9]["delivery"] = "newsletter"
 
@@ -273,7 +276,8 @@ def run_demo(
     for key, count in summary.items():
         echo(f"  {key:<22} {count}")
     echo(f"mail went to {settings.mail_url}")
-    echo(f"see every guardian:  digest status --school {SCHOOL_ID} --at {cutoff.isoformat()}")
+    when = f"{local:%Y-%m-%dT%H:%M}"
+    echo(f"see every guardian:  digest status --school {SCHOOL_ID} --at {when}")
     newsletter = next((line for line in lines if line.status == "sent"), None)
     if newsletter:
         echo(

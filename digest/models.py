@@ -348,6 +348,9 @@ class Delivery(Base):
     )
     reason: Mapped[SkipReason | None] = mapped_column(_enum(SkipReason))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # Retries stop this long after the first try (not after creation: a replayed week with
+    # --at must age the same way).
+    first_attempt_at: Mapped[datetime | None]
     next_attempt_at: Mapped[datetime | None]
     lease_until: Mapped[datetime | None]
     last_reply: Mapped[str | None] = mapped_column(Text)

@@ -1,8 +1,8 @@
 """initial schema
 
 Revision ID: 0001
-Revises: 
-Create Date: 2026-11-22 01:13:03.198203
+Revises:
+Create Date: 2026-11-22 01:20:36.392676
 """
 
 from __future__ import annotations
@@ -149,6 +149,7 @@ def upgrade() -> None:
     sa.Column('status', sa.Enum('queued', 'sending', 'sent', 'retry', 'failed', 'expired', 'skipped', name='deliverystatus', native_enum=False, length=20), nullable=False),
     sa.Column('reason', sa.Enum('app', 'per_post', 'no_posts', 'unreachable', 'suppressed', 'opted_out', name='skipreason', native_enum=False, length=20), nullable=True),
     sa.Column('attempts', sa.Integer(), nullable=False),
+    sa.Column('first_attempt_at', digest.models.UtcDateTime(), nullable=True),
     sa.Column('next_attempt_at', digest.models.UtcDateTime(), nullable=True),
     sa.Column('lease_until', digest.models.UtcDateTime(), nullable=True),
     sa.Column('last_reply', sa.Text(), nullable=True),

@@ -1,0 +1,140 @@
+"""Delivery end to end: import, plan, render and send to a real SMTP server and a real Maildir."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import mailbox
+from email.policy import default
+from typing import Any
+
+from conftest import document, post
+from smtp_server import SmtpServer, smtp_server  # noqa: F401
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from digest.deliver import Deliverer
+from digest.ingest import import_document
+from digest.models import Delivery, DeliveryStatus, Edition, EditionStatus, Suppression
+from digest.periods import parse_instant
+from digest.plan import plan_edition
+from digest.settings import load_settings
+from digest.transports import open_transport
+
+CUTOFF = parse_instant("2026-11-27T16:00", "Europe/Amsterdam")
+SETTINGS = load_settings(mail_from="nieuwsbrief@digest.example", base_url="https://digest.example")
+
+
+def prepare(sessions: sessionmaker[Session], doc: dict[str, Any]) -> None:
+    with sessions() as session, session.begin():
+        import_document(session, doc)
+        plan_edition(session, "s1", CUTOFF)
+
+
+def deliver(sessions: sessionmaker[Session], url: str, at: Any = CUTOFF) -> Any:
+    async def go() -> Any:
+        transport = open_transport(url, timeout=2, deadline=5)
+        try:
+            return await Deliverer(sessions, transport, SETTINGS).run(at)
+        finally:
+            await transport.close()
+
+    return asyncio.run(go())
+
+
+def statuses(sessions: sessionmaker[Session]) -> dict[str, tuple[str, str | None]]:
+    with sessions() as session:
+        return {
+            d.address: (d.status.value, d.last_reply)
+            for d in session.scalars(select(Delivery))
+        }
+
+
+def test_each_newsletter_address_receives_one_mail_over_smtp(
+    sessions, small_school, smtp_server: SmtpServer
+):
+    prepare(sessions, small_school)
+    report = deliver(sessions, smtp_server.url())
+    assert report.counts == {"sent": 2}
+    received = {m.rcpt_tos: email.message_from_bytes(m.content, policy=default)
+                for m in smtp_server.messages}
+    assert set(received) == {("p1@ouders.example",), ("p2@ouders.example",)}
+    mail = received[("p1@ouders.example",)]
+    assert mail.get_content_type() == "multipart/alternative"
+    html = mail.get_body(("html",)).get_content()
+    text = mail.get_body(("plain",)).get_content()
+    for title in ("Excursie naar het bos", "Sinterklaas op school"):
+        assert title in html and title in text
+    for other in ("Spreekbeurten", "Notulen MR"):  # group 7 and the committee: not p1's
+        assert other not in html and other not in text
+    assert "De Schakel" in mail["From"]
+    assert statuses(sessions)["p1@ouders.example"][0] == "sent"
+    with sessions() as session:
+        assert session.scalars(select(Edition)).one().status is EditionStatus.DONE
+
+
+def test_sending_again_sends_nothing(sessions, small_school, smtp_server: SmtpServer):
+    prepare(sessions, small_school)
+    deliver(sessions, smtp_server.url())
+    prepare(sessions, small_school)  # the same import and plan again
+    report = deliver(sessions, smtp_server.url())
+    assert report.counts == {}
+    assert len(smtp_server.messages) == 2
+
+
+def test_permanent_refusal_fails_the_row_and_suppresses_the_address(
+    sessions, small_school, smtp_server: SmtpServer
+):
+    smtp_server.rcpt_replies["p2@ouders.example"] = "550 5.1.1 <p2@ouders.example>: no such user"
+    prepare(sessions, small_school)
+    report = deliver(sessions, smtp_server.url())
+    assert report.counts == {"sent": 1, "failed": 1}
+    status, reply = statuses(sessions)["p2@ouders.example"]
+    assert status == "failed" and "5.1.1" in (reply or "")
+    assert [m.rcpt_tos for m in smtp_server.messages] == [("p1@ouders.example",)]
+    with sessions() as session:
+        assert session.get(Suppression, "p2@ouders.example") is not None
+
+
+def test_temporary_refusal_is_retried_later_and_then_sent(
+    sessions, small_school, smtp_server: SmtpServer
+):
+    smtp_server.rcpt_replies["p2@ouders.example"] = "451 4.3.0 try again later"
+    prepare(sessions, small_school)
+    deliver(sessions, smtp_server.url())
+    with sessions() as session:
+        row = session.scalars(select(Delivery).where(Delivery.address == "p2@ouders.example")).one()
+        assert row.status is DeliveryStatus.RETRY
+        assert row.next_attempt_at is not None and row.next_attempt_at > CUTOFF
+        retry_at = row.next_attempt_at
+    del smtp_server.rcpt_replies["p2@ouders.example"]
+    assert deliver(sessions, smtp_server.url(), at=CUTOFF).counts == {}  # not due yet
+    assert deliver(sessions, smtp_server.url(), at=retry_at).counts == {"sent": 1}
+    assert sorted(m.rcpt_tos for m in smtp_server.messages) == [
+        ("p1@ouders.example",), ("p2@ouders.example",)
+    ]
+
+
+def test_post_deleted_after_planning_is_not_mailed(sessions, small_school, tmp_path):
+    prepare(sessions, small_school)
+    with sessions() as session, session.begin():
+        import_document(session, document(posts=[post("m1", "g5", "2026-11-24T10:15:00+01:00",
+                                                      deleted_at="2026-11-27T17:00:00+01:00")]))
+    deliver(sessions, f"maildir://{tmp_path / 'out'}")
+    box = mailbox.Maildir(tmp_path / "out", create=False)
+    bodies = [m.as_string() for m in box]
+    assert len(bodies) == 2
+    assert not any("Excursie naar het bos" in body for body in bodies)
+
+
+def test_maildir_holds_one_parseable_mail_per_address(sessions, small_school, tmp_path):
+    prepare(sessions, small_school)
+    deliver(sessions, f"maildir://{tmp_path / 'out'}")
+    box = mailbox.Maildir(tmp_path / "out", create=False)
+    mails = [email.message_from_bytes(box.get_bytes(key), policy=default) for key in box.keys()]
+    assert sorted(str(m["To"]).split("<")[-1].rstrip(">") for m in mails) == [
+        "p1@ouders.example", "p2@ouders.example"
+    ]
+    for mail in mails:
+        kinds = [part.get_content_type() for part in mail.walk() if not part.is_multipart()]
+        assert kinds == ["text/plain", "text/html"]
