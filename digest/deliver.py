@@ -19,7 +19,7 @@ from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from digest.compose import compose_delivery
-from digest.errors import DeliveryFailed
+from digest.errors import DeliveryFailed, TransportError
 from digest.links import Links
 from digest.models import (
     Delivery,
@@ -33,7 +33,7 @@ from digest.models import (
 )
 from digest.render import Renderer
 from digest.settings import Settings
-from digest.transports import Transport
+from digest.transports import Transport, enhanced_code
 
 log = logging.getLogger(__name__)
 
@@ -220,6 +220,12 @@ class Deliverer:
                     )
                 except DeliveryFailed as failure:
                     return self._failed(item, failure, report)
+                except TransportError as error:
+                    # The transport cannot send at all (TLS policy, certificate): stop the run
+                    # and give the row back, it is not this address's fault.
+                    report.paused = str(error)
+                    log.error("transport stopped: %s", type(error).__name__)
+                    return _Outcome(item.delivery_id, DeliveryStatus.QUEUED)
             log.info("delivery %s sent", item.delivery_id)
             return _Outcome(
                 item.delivery_id,
@@ -236,8 +242,15 @@ class Deliverer:
             "delivery %s not accepted (%s): %s", item.delivery_id, failure.blame, failure.smtp_code
         )
         if failure.blame == "recipient":
+            # Only "no such address" (5.1.x, 5.2.1) keeps the address out of later mail; a
+            # refused message (too large, content) fails this row alone.
+            code = enhanced_code(failure.reply) or ""
+            unknown_address = code.startswith("5.1.") or code == "5.2.1"
             return _Outcome(
-                item.delivery_id, DeliveryStatus.FAILED, reply=failure.reply, suppress=item.address
+                item.delivery_id,
+                DeliveryStatus.FAILED,
+                reply=failure.reply,
+                suppress=item.address if unknown_address else None,
             )
         if failure.blame == "sender":
             report.paused = failure.reply

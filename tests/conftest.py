@@ -8,15 +8,16 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
+# A real SMTP server with injectable faults, for every test file that asks for it.
+from smtp_server import server_tls, smtp_server  # noqa: F401
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from digest.db import make_engine, session_factory, upgrade
 from digest.models import Base
 
-PG_ADMIN_URL = os.environ.get(
-    "DIGEST_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
+PG_ADMIN_URL = os.environ.get("DIGEST_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
 @pytest.fixture(scope="session")
@@ -86,7 +87,13 @@ def school(id: str = "s1", **fields: Any) -> dict[str, Any]:
 
 
 def group(id: str, school_id: str = "s1", kind: str = "class", **fields: Any) -> dict[str, Any]:
-    return {"id": id, "school_id": school_id, "name": fields.pop("name", id), "kind": kind, **fields}
+    return {
+        "id": id,
+        "school_id": school_id,
+        "name": fields.pop("name", id),
+        "kind": kind,
+        **fields,
+    }
 
 
 def child(

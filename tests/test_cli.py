@@ -18,15 +18,21 @@ from conftest import document, post
 AT = "2026-11-27T17:00"  # an hour after the demo week's cutoff, Amsterdam time
 
 
-def digest(cwd: Path, *args: str, env: dict[str, str] | None = None,
-           stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def digest(
+    cwd: Path, *args: str, env: dict[str, str] | None = None, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     environment = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
     # The working tree's code, whether or not (and however) the package is installed.
     environment["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
     environment.update(env or {})
     return subprocess.run(
-        [sys.executable, "-m", "digest", *args], cwd=cwd, env=environment, input=stdin,
-        capture_output=True, text=True, timeout=120,
+        [sys.executable, "-m", "digest", *args],
+        cwd=cwd,
+        env=environment,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -48,7 +54,7 @@ def status_json(where: Path) -> dict[str, Any]:
 
 def outbox(where: Path) -> list[email.message.EmailMessage]:
     box = mailbox.Maildir(where / "outbox", create=False)
-    return [email.message_from_bytes(box.get_bytes(k), policy=default) for k in box.keys()]
+    return [email.message_from_bytes(box.get_bytes(k), policy=default) for k in box.iterkeys()]
 
 
 def test_demo_fills_the_maildir_with_one_newsletter_per_address(demo_dir: Path):
@@ -86,20 +92,23 @@ def test_running_the_same_week_again_sends_nothing(demo_dir: Path):
 
 def test_preview_shows_what_was_sent(demo_dir: Path):
     guardian = next(g for g in status_json(demo_dir)["guardians"] if g["status"] == "sent")
-    result = digest(demo_dir, "preview", "--guardian", guardian["guardian_id"], "--at", AT,
-                    "--format", "eml")
+    result = digest(
+        demo_dir, "preview", "--guardian", guardian["guardian_id"], "--at", AT, "--format", "eml"
+    )
     assert result.returncode == 0, result.stderr
     mail = email.message_from_string(result.stdout, policy=default)
     assert mail["To"].addresses[0].addr_spec == guardian["address"]
-    sent = next(m for m in outbox(demo_dir)
-                if m["To"].addresses[0].addr_spec == guardian["address"])
+    sent = next(
+        m for m in outbox(demo_dir) if m["To"].addresses[0].addr_spec == guardian["address"]
+    )
     assert mail.get_body(("plain",)).get_content() == sent.get_body(("plain",)).get_content()
 
 
 def test_preview_of_an_app_reader_warns_and_shows_what_it_would_hold(demo_dir: Path):
     guardian = next(g for g in status_json(demo_dir)["guardians"] if g["reason"] == "app")
-    result = digest(demo_dir, "preview", "--guardian", guardian["guardian_id"], "--at", AT,
-                    "--format", "text")
+    result = digest(
+        demo_dir, "preview", "--guardian", guardian["guardian_id"], "--at", AT, "--format", "text"
+    )
     assert result.returncode == 0
     assert "warning:" in result.stderr and "prefers app" in result.stderr
     assert "Sinterklaasviering op school" in result.stdout
@@ -146,8 +155,9 @@ def test_usage_errors_exit_2(tmp_path: Path):
     assert digest(tmp_path, "plan", "--school", "s1", "--at", "next friday").returncode == 2
 
 
-@pytest.mark.parametrize("command", ["db", "import", "plan", "send", "run", "preview", "status",
-                                     "demo"])
+@pytest.mark.parametrize(
+    "command", ["db", "import", "plan", "send", "run", "preview", "status", "demo"]
+)
 def test_every_command_has_help(tmp_path: Path, command: str):
     result = digest(tmp_path, command, "--help")
     assert result.returncode == 0 and "Usage:" in result.stdout

@@ -9,7 +9,7 @@ from email.policy import default
 from typing import Any
 
 from conftest import document, post
-from smtp_server import SmtpServer, smtp_server  # noqa: F401
+from smtp_server import SmtpServer
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -45,8 +45,7 @@ def deliver(sessions: sessionmaker[Session], url: str, at: Any = CUTOFF) -> Any:
 def statuses(sessions: sessionmaker[Session]) -> dict[str, tuple[str, str | None]]:
     with sessions() as session:
         return {
-            d.address: (d.status.value, d.last_reply)
-            for d in session.scalars(select(Delivery))
+            d.address: (d.status.value, d.last_reply) for d in session.scalars(select(Delivery))
         }
 
 
@@ -56,8 +55,10 @@ def test_each_newsletter_address_receives_one_mail_over_smtp(
     prepare(sessions, small_school)
     report = deliver(sessions, smtp_server.url())
     assert report.counts == {"sent": 2}
-    received = {m.rcpt_tos: email.message_from_bytes(m.content, policy=default)
-                for m in smtp_server.messages}
+    received = {
+        m.rcpt_tos: email.message_from_bytes(m.content, policy=default)
+        for m in smtp_server.messages
+    }
     assert set(received) == {("p1@ouders.example",), ("p2@ouders.example",)}
     mail = received[("p1@ouders.example",)]
     assert mail.get_content_type() == "multipart/alternative"
@@ -111,15 +112,27 @@ def test_temporary_refusal_is_retried_later_and_then_sent(
     assert deliver(sessions, smtp_server.url(), at=CUTOFF).counts == {}  # not due yet
     assert deliver(sessions, smtp_server.url(), at=retry_at).counts == {"sent": 1}
     assert sorted(m.rcpt_tos for m in smtp_server.messages) == [
-        ("p1@ouders.example",), ("p2@ouders.example",)
+        ("p1@ouders.example",),
+        ("p2@ouders.example",),
     ]
 
 
 def test_post_deleted_after_planning_is_not_mailed(sessions, small_school, tmp_path):
     prepare(sessions, small_school)
     with sessions() as session, session.begin():
-        import_document(session, document(posts=[post("m1", "g5", "2026-11-24T10:15:00+01:00",
-                                                      deleted_at="2026-11-27T17:00:00+01:00")]))
+        import_document(
+            session,
+            document(
+                posts=[
+                    post(
+                        "m1",
+                        "g5",
+                        "2026-11-24T10:15:00+01:00",
+                        deleted_at="2026-11-27T17:00:00+01:00",
+                    )
+                ]
+            ),
+        )
     deliver(sessions, f"maildir://{tmp_path / 'out'}")
     box = mailbox.Maildir(tmp_path / "out", create=False)
     bodies = [m.as_string() for m in box]
@@ -131,9 +144,10 @@ def test_maildir_holds_one_parseable_mail_per_address(sessions, small_school, tm
     prepare(sessions, small_school)
     deliver(sessions, f"maildir://{tmp_path / 'out'}")
     box = mailbox.Maildir(tmp_path / "out", create=False)
-    mails = [email.message_from_bytes(box.get_bytes(key), policy=default) for key in box.keys()]
+    mails = [email.message_from_bytes(box.get_bytes(key), policy=default) for key in box.iterkeys()]
     assert sorted(str(m["To"]).split("<")[-1].rstrip(">") for m in mails) == [
-        "p1@ouders.example", "p2@ouders.example"
+        "p1@ouders.example",
+        "p2@ouders.example",
     ]
     for mail in mails:
         kinds = [part.get_content_type() for part in mail.walk() if not part.is_multipart()]

@@ -46,8 +46,10 @@ def outcome(sessions: sessionmaker[Session], cutoff: datetime = CUTOFF) -> dict[
             )
         }
     return {
-        line.guardian_id: (f"{line.status}:{line.reason}" if line.reason else line.status,
-                           posts[line.guardian_id])
+        line.guardian_id: (
+            f"{line.status}:{line.reason}" if line.reason else line.status,
+            posts[line.guardian_id],
+        )
         for line in lines
     }
 
@@ -78,11 +80,16 @@ def test_committee_posts_reach_only_explicit_members(sessions, small_school):
 def test_never_a_post_of_another_school(sessions, small_school):
     other = document(
         schools=[school("s2", name="De Regenboog")],
-        groups=[group("x5", school_id="s2", kind="class"), group("xs", school_id="s2", kind="school")],
+        groups=[
+            group("x5", school_id="s2", kind="class"),
+            group("xs", school_id="s2", kind="school"),
+        ],
         children=[child("x1", ["x5"], school_id="s2")],
         guardians=[guardian("q1", ["x1"], school_id="s2")],
-        posts=[post("o1", "x5", "2026-11-24T10:00:00+01:00"),
-               post("o2", "xs", "2026-11-24T11:00:00+01:00")],
+        posts=[
+            post("o1", "x5", "2026-11-24T10:00:00+01:00"),
+            post("o2", "xs", "2026-11-24T11:00:00+01:00"),
+        ],
     )
     load(sessions, small_school)
     load(sessions, other)
@@ -155,15 +162,15 @@ def test_posts_before_the_first_edition_are_history(sessions, small_school):
 
 
 def test_shared_address_gets_one_mail_with_the_union(sessions, small_school):
-    small_school["guardians"].append(
-        guardian("p6", ["c2"], email="P1@Ouders.Example", locale="en")
-    )
+    small_school["guardians"].append(guardian("p6", ["c2"], email="P1@Ouders.Example", locale="en"))
     load(sessions, small_school)
     plan(sessions)
     with sessions() as session:
         edition = find_edition(session, "s1", CUTOFF)
         lines = {line.guardian_id: line for line in edition_status(session, edition)}
-        deliveries = session.scalars(select(Delivery).where(Delivery.address == "p1@ouders.example")).all()
+        deliveries = session.scalars(
+            select(Delivery).where(Delivery.address == "p1@ouders.example")
+        ).all()
     assert len(deliveries) == 1
     assert sorted(deliveries[0].post_ids) == ["m1", "m2", "m3"]
     assert lines["p1"].delivery_id == lines["p6"].delivery_id == deliveries[0].id
@@ -221,10 +228,13 @@ def test_local_choice_wins_until_the_portal_sends_a_newer_preference(sessions, s
 def test_guardian_added_mid_year_gets_no_backlog(sessions, small_school):
     load(sessions, small_school)
     plan(sessions)
-    load(sessions, document(
-        guardians=[guardian("new", ["c1"])],
-        posts=[post("m9", "g5", "2026-12-01T09:00:00+01:00")],
-    ))
+    load(
+        sessions,
+        document(
+            guardians=[guardian("new", ["c1"])],
+            posts=[post("m9", "g5", "2026-12-01T09:00:00+01:00")],
+        ),
+    )
     plan(sessions, NEXT_CUTOFF)
     assert outcome(sessions, NEXT_CUTOFF)["new"] == ("queued", ["m9"])
 
@@ -240,10 +250,12 @@ def test_holiday_cutoff_plans_no_edition_and_posts_roll_over(sessions, small_sch
 
 
 def test_latest_cutoff_is_friday_1600_local_across_dst():
-    winter = latest_cutoff(parse_instant("2026-11-22T12:00", ZONE), weekday=4, clock="16:00",
-                           zone=ZONE)
-    summer = latest_cutoff(parse_instant("2026-07-05T12:00", ZONE), weekday=4, clock="16:00",
-                           zone=ZONE)
+    winter = latest_cutoff(
+        parse_instant("2026-11-22T12:00", ZONE), weekday=4, clock="16:00", zone=ZONE
+    )
+    summer = latest_cutoff(
+        parse_instant("2026-07-05T12:00", ZONE), weekday=4, clock="16:00", zone=ZONE
+    )
     assert winter.isoformat() == "2026-11-20T15:00:00+00:00"
     assert summer.isoformat() == "2026-07-03T14:00:00+00:00"
 
