@@ -75,9 +75,7 @@ def _check_iso(_ctx: click.Context, _param: click.Parameter, value: str | None) 
 
 
 def _at_option(help_text: str) -> Callable[[F], F]:
-    return click.option(
-        "--at", "at_text", metavar="ISO-8601", help=help_text, callback=_check_iso
-    )
+    return click.option("--at", "at_text", metavar="ISO-8601", help=help_text, callback=_check_iso)
 
 
 def resolve_at(at_text: str | None, zone: str) -> datetime:

@@ -55,7 +55,7 @@ class UnknownGuardian(DigestError, LookupError):
 
 
 class TransportError(DigestError, OSError):
-    """The transport cannot send at all: a bad URL, no STARTTLS where required, a bad certificate."""
+    """The transport cannot send at all: a bad URL, STARTTLS missing where required, a bad cert."""
 
 
 class DeliveryFailed(DigestError):
