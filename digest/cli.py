@@ -160,18 +160,12 @@ def import_(app: App, file: Any) -> None:
 
 
 def _plan(app: App, school_id: str, at_text: str | None) -> Any:
-    from digest.periods import latest_cutoff
-    from digest.plan import load_school, plan_edition
+    from scheduler.jobs import plan_latest
 
-    with app.sessions() as session, session.begin():
-        school = load_school(session, school_id)
-        at = resolve_at(at_text, school.timezone)
-        cutoff = latest_cutoff(
-            at, weekday=school.digest_weekday, clock=school.digest_time, zone=school.timezone
-        )
-        result = plan_edition(session, school.id, cutoff)
+    zone = school_zone(app, school_id)
+    result = plan_latest(app.sessions, school_id, resolve_at(at_text, zone))
     edition = result.edition
-    local = edition.cutoff.astimezone(_zone(school.timezone))
+    local = edition.cutoff.astimezone(_zone(zone))
     verb = "planned" if result.created else "already planned"
     click.echo(
         f"edition {edition.id} of school {school_id} ({local:%Y-%m-%d %H:%M %Z}) {verb}: "
@@ -211,22 +205,15 @@ def _progress(total: int) -> Iterator[Callable[[int], None]]:
 
 
 def _send(app: App, school_id: str | None, at: datetime) -> None:
-    from digest.deliver import Deliverer, count_due
-    from digest.transports import open_transport
+    from digest.deliver import count_due
+    from scheduler.jobs import send_due
 
     with app.sessions() as session:
         total = count_due(session, at, school_id)
-
-    async def go() -> Any:
-        transport = open_transport(app.settings.mail_url)
-        try:
-            deliverer = Deliverer(app.sessions, transport, app.settings)
-            with _progress(total) as advance:
-                return await deliverer.run(at, school_id=school_id, progress=advance)
-        finally:
-            await transport.close()
-
-    report = asyncio.run(go())
+    with _progress(total) as advance:
+        report = asyncio.run(
+            send_due(app.sessions, app.settings, at, school_id=school_id, progress=advance)
+        )
     shown = ", ".join(f"{n} {status}" for status, n in sorted(report.counts.items()))
     click.echo(f"sent through {app.settings.mail_url.split(':', 1)[0]}: {shown or 'nothing due'}")
     if report.paused:

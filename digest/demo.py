@@ -12,13 +12,11 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Engine
 
 from digest.db import session_factory, upgrade
-from digest.deliver import Deliverer
 from digest.ingest import import_document
 from digest.periods import latest_cutoff
-from digest.plan import plan_edition
 from digest.settings import Settings
 from digest.status import edition_status, summarize
-from digest.transports import open_transport
+from scheduler.jobs import run_edition
 
 SCHOOL_ID = "demo-klimop"
 ZONE = "Europe/Amsterdam"
@@ -257,16 +255,8 @@ def run_demo(
     cutoff = latest_cutoff(at, weekday=4, clock="16:00", zone=ZONE)
     with sessions() as session, session.begin():
         import_document(session, demo_document(cutoff))
-        result = plan_edition(session, SCHOOL_ID, cutoff)
-
-    async def send() -> None:
-        transport = open_transport(settings.mail_url)
-        try:
-            await Deliverer(sessions, transport, settings).run(max(at, cutoff), school_id=SCHOOL_ID)
-        finally:
-            await transport.close()
-
-    asyncio.run(send())
+    run = asyncio.run(run_edition(sessions, settings, SCHOOL_ID, at))
+    result = run.plan
     with sessions() as session:
         lines = edition_status(session, result.edition)
     summary = summarize(lines)

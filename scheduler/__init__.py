@@ -1,0 +1,1 @@
+"""The weekly run of each school: the job functions a scheduler calls."""
