@@ -121,8 +121,9 @@ def claim(session: Session, at: datetime, limit: int, school_id: str | None = No
 
 def backoff(attempts: int, rng: random.Random | None = None) -> timedelta:
     """5 minutes after the first failure, doubling, with ±20 % jitter so retries spread out."""
-    jitter = (rng or random).uniform(0.8, 1.2)
-    return FIRST_RETRY * (2 ** max(attempts - 1, 0)) * jitter
+    jitter: float = (rng or random).uniform(0.8, 1.2)
+    factor: int = 2 ** max(attempts - 1, 0)
+    return FIRST_RETRY * factor * jitter
 
 
 @dataclass(frozen=True)

@@ -114,7 +114,8 @@ def demo_document(cutoff: datetime, seed: int = 2026) -> dict[str, Any]:
         for i, name in enumerate(CLASSES, start=1)
     ]
 
-    children, guardians = [], []
+    children: list[dict[str, Any]] = []
+    guardians: list[dict[str, Any]] = []
     consents = ["email"] * 6 + ["public"] * 2 + ["portal", "none"]
     preferences = ["app"] * 5 + ["email"] * 2 + ["newsletter"] * 3
     for n in range(40):
