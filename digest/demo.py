@@ -273,6 +273,6 @@ def run_demo(
     if newsletter:
         echo(
             f"look at one mail:    digest preview --guardian {newsletter.guardian_id} "
-            f"--at {cutoff.isoformat()} --output mail.html"
+            f"--at {when} --output mail.html"
         )
     return summary

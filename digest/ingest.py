@@ -19,7 +19,17 @@ from datetime import datetime
 from typing import Any, TypeVar, cast
 
 from pydantic import BaseModel
-from sqlalchemy import CursorResult, Table, bindparam, delete, insert, null, select, update
+from sqlalchemy import (
+    ColumnElement,
+    CursorResult,
+    Table,
+    bindparam,
+    delete,
+    insert,
+    null,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from digest.contract import KINDS, Entry, ParsedDocument, PostIn, read_document
@@ -124,6 +134,16 @@ def _document_order(problem: Problem) -> tuple[int, int]:
     return (KINDS.index(match.group(1)), int(match.group(2)))
 
 
+def _among(column: ColumnElement[Any], ids: list[str]) -> ColumnElement[bool]:
+    """``column IN (ids)`` with the ids written into the SQL text.
+
+    Bound parameters would let PostgreSQL reuse a generic plan made while a table still looked
+    empty (before autovacuum's first ANALYZE): a scan comparing each row with 500 parameters one
+    by one, minutes for a large board. Written-in constants are hashed and planned each time.
+    """
+    return column.in_(bindparam("ids", ids, expanding=True, literal_execute=True, unique=True))
+
+
 def _chunks(ids: Iterable[str]) -> Iterator[list[str]]:
     ordered = sorted(set(ids))
     for start in range(0, len(ordered), CHUNK):
@@ -134,7 +154,8 @@ def _schools_of(session: Session, table: Table, ids: Iterable[str]) -> dict[str,
     """The stored school of each of ``ids`` that exists in ``table``."""
     found: dict[str, str] = {}
     for chunk in _chunks(ids):
-        rows = session.execute(select(table.c.id, table.c.school_id).where(table.c.id.in_(chunk)))
+        query = select(table.c.id, table.c.school_id).where(_among(table.c.id, chunk))
+        rows = session.execute(query)
         found.update((row.id, row.school_id) for row in rows)
     return found
 
@@ -341,7 +362,7 @@ class _References:
                 query = (
                     select(owner_col, member.c.id, member.c.school_id)
                     .join(member, member.c.id == link.c[f"{noun}_id"])
-                    .where(owner_col.in_(chunk))
+                    .where(_among(owner_col, chunk))
                 )
                 for owner, member_id, school in self.session.execute(query):
                     if (
@@ -368,7 +389,7 @@ class _References:
 def _schools_of_ids(session: Session, ids: Iterable[str]) -> set[str]:
     found: set[str] = set()
     for chunk in _chunks(ids):
-        found.update(session.scalars(select(SCHOOLS.c.id).where(SCHOOLS.c.id.in_(chunk))))
+        found.update(session.scalars(select(SCHOOLS.c.id).where(_among(SCHOOLS.c.id, chunk))))
     return found
 
 
@@ -399,7 +420,8 @@ def _load_rows(
     columns = [table.c[f] for f in fields]
     rows: dict[str, Mapping[str, Any]] = {}
     for chunk in _chunks(ids):
-        for row in session.execute(select(key_col, *columns).where(key_col.in_(chunk))).mappings():
+        query = select(key_col, *columns).where(_among(key_col, chunk))
+        for row in session.execute(query).mappings():
             rows[row[key]] = dict(row)
     return rows
 
@@ -453,7 +475,7 @@ def _sync_pairs(
     owner_col, other_col = table.c[owner], table.c[other]
     stored: dict[str, set[str]] = defaultdict(set)
     for chunk in _chunks(wanted):
-        for row in session.execute(select(owner_col, other_col).where(owner_col.in_(chunk))):
+        for row in session.execute(select(owner_col, other_col).where(_among(owner_col, chunk))):
             stored[row[0]].add(row[1])
     removals: list[dict[str, str]] = []
     additions: list[dict[str, str]] = []
@@ -526,7 +548,7 @@ class _Writer:
             table = TABLES[kind]
             deleted = 0
             for chunk in _chunks(ids):
-                result = self.session.execute(delete(table).where(table.c.id.in_(chunk)))
+                result = self.session.execute(delete(table).where(_among(table.c.id, chunk)))
                 deleted += cast(CursorResult[Any], result).rowcount
             self.counts[kind]["deleted"] = deleted
             self.counts[kind]["unchanged"] = len(ids) - deleted
@@ -676,7 +698,7 @@ class _Writer:
         without = [post.id for post in posts if post.event is None]
         dropped = set(_load_rows(self.session, EVENTS, "post_id", (), without))
         for chunk in _chunks(dropped):
-            self.session.execute(delete(EVENTS).where(EVENTS.c.post_id.in_(chunk)))
+            self.session.execute(delete(EVENTS).where(_among(EVENTS.c.post_id, chunk)))
         result = _upsert(self.session, EVENTS, wanted, key="post_id")
         return result.created | result.updated | dropped
 
@@ -686,7 +708,7 @@ class _Writer:
         post_ids = [post.id for post in posts]
         for chunk in _chunks(post_ids):
             query = select(MEDIA.c.id, *(MEDIA.c[f] for f in fields)).where(
-                MEDIA.c.post_id.in_(chunk)
+                _among(MEDIA.c.post_id, chunk)
             )
             for row in self.session.execute(query).mappings():
                 stored_rows[row["post_id"]].append(dict(row))
@@ -694,7 +716,7 @@ class _Writer:
         media_ids = [row["id"] for rows in stored_rows.values() for row in rows]
         for chunk in _chunks(media_ids):
             query = select(media_children.c.media_id, media_children.c.child_id).where(
-                media_children.c.media_id.in_(chunk)
+                _among(media_children.c.media_id, chunk)
             )
             for media_id, child_id in self.session.execute(query):
                 stored_children[media_id].add(child_id)
@@ -728,7 +750,7 @@ class _Writer:
             wanted
         )
         for chunk in _chunks(stale):
-            self.session.execute(delete(MEDIA).where(MEDIA.c.id.in_(chunk)))
+            self.session.execute(delete(MEDIA).where(_among(MEDIA.c.id, chunk)))
         _upsert(self.session, MEDIA, wanted)
         _sync_pairs(self.session, media_children, "media_id", "child_id", wanted_children)
         return changed
