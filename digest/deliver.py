@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.policy import SMTP
 
-from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, exists, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from digest.compose import compose_delivery
@@ -67,7 +67,7 @@ class _Outcome:
     next_attempt_at: datetime | None = None
 
 
-def _due(at: datetime, school_id: str | None):  # type: ignore[no-untyped-def]
+def _due(at: datetime, school_id: str | None) -> ColumnElement[bool]:
     """Rows due at ``at``: queued or retrying and due, or ``sending`` with an expired lease."""
     ready = or_(
         and_(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from itsdangerous import URLSafeSerializer, URLSafeTimedSerializer
 
 from digest.settings import Settings
@@ -29,7 +27,3 @@ class Links:
     def unsubscribe(self, guardian_ids: list[str]) -> str:
         """The one-click unsubscribe link (RFC 8058) of one address."""
         return f"{self._base}/u/{self._unsubscribe.dumps(sorted(guardian_ids))}"
-
-    def read_media(self, token: str, max_age_seconds: int) -> Any:
-        """The media id in a token; raises itsdangerous' BadSignature or SignatureExpired."""
-        return self._media.loads(token, max_age=max_age_seconds)

@@ -8,12 +8,12 @@ Preview uses ``gather`` and ``decide`` without writing, so it shows what plannin
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, case, exists, func, insert, literal, select, union
+from sqlalchemy import Select, and_, case, exists, func, insert, literal, select, union
 from sqlalchemy.orm import Session
 
 from digest.errors import DigestError, UnknownSchool
@@ -175,7 +175,7 @@ def in_holiday(cutoff: datetime, school: School) -> str | None:
     return None
 
 
-def _candidate_posts(school_id: str, history_start: datetime, cutoff: datetime):  # type: ignore[no-untyped-def]
+def _candidate_posts(school_id: str, history_start: datetime, cutoff: datetime) -> Select[Any]:
     """Visible posts up to the cutoff, after the school's history, not yet in any edition."""
     return select(Post.id).where(
         Post.school_id == school_id,
@@ -187,22 +187,12 @@ def _candidate_posts(school_id: str, history_start: datetime, cutoff: datetime):
     )
 
 
-def gather(
-    session: Session,
-    school: School,
-    post_ids: Iterable[str] | None = None,
-    *,
-    post_query: object | None = None,
-) -> PlanInput:
-    """Load the guardians, memberships and mail history the decision needs (four queries)."""
-    if post_query is not None:
-        ids_query = post_query
-    else:
-        ids_query = select(Post.id).where(Post.id.in_(list(post_ids or ())))
+def gather(session: Session, school: School, *, post_query: Select[Any]) -> PlanInput:
+    """Load the posts (ids from ``post_query``), guardians, memberships and mail history."""
     posts = {
         post_id: group_id
         for post_id, group_id in session.execute(
-            select(Post.id, Post.group_id).where(Post.id.in_(ids_query))  # type: ignore[arg-type]
+            select(Post.id, Post.group_id).where(Post.id.in_(post_query))
         )
     }
 
@@ -298,7 +288,9 @@ def _period(
     return period_start, history_start
 
 
-def upcoming_posts(session: Session, school: School, cutoff: datetime) -> tuple[datetime, object]:
+def upcoming_posts(
+    session: Session, school: School, cutoff: datetime
+) -> tuple[datetime, Select[Any]]:
     """(period start, query of post ids) of an edition not planned yet, as planning would take."""
     previous, first_start, _, _ = _history_and_previous(session, school, cutoff)
     period_start, history_start = _period(school, cutoff, previous, first_start)
