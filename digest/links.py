@@ -1,24 +1,53 @@
-"""Signed links that mails carry: images, preferences and unsubscribe (one salt per purpose)."""
+"""Signed links that mails carry: images, galleries, calendar entries, preferences, unsubscribe.
+
+One salt per purpose, so a token made for one purpose never opens another. Image, gallery and
+calendar links expire (``DIGEST_MEDIA_LINK_DAYS``); the web endpoints check them with ``open_*``
+and check the children's consent again at every view.
+"""
 
 from __future__ import annotations
 
-from itsdangerous import URLSafeSerializer, URLSafeTimedSerializer
+from typing import Any
+
+from itsdangerous import BadSignature, SignatureExpired, URLSafeSerializer, URLSafeTimedSerializer
 
 from digest.settings import Settings
 
 
+class LinkExpired(Exception):
+    """A well-signed token older than its lifetime."""
+
+
+class LinkInvalid(Exception):
+    """A token that is not ours (tampered, truncated, or made for another purpose)."""
+
+
 class Links:
-    """Builds (and later checks) the service's own signed URLs on ``DIGEST_BASE_URL``."""
+    """Builds and checks the service's own signed URLs on ``DIGEST_BASE_URL``."""
 
     def __init__(self, settings: Settings) -> None:
         self._base = settings.base_url
-        self._media = URLSafeTimedSerializer(settings.secret_key, salt="media")
-        self._preferences = URLSafeSerializer(settings.secret_key, salt="preferences")
-        self._unsubscribe = URLSafeSerializer(settings.secret_key, salt="unsubscribe")
+        self._max_age = settings.media_link_days * 86400
+        key = settings.secret_key
+        self._media = URLSafeTimedSerializer(key, salt="media")
+        self._gallery = URLSafeTimedSerializer(key, salt="gallery")
+        self._event = URLSafeTimedSerializer(key, salt="event-ics")
+        self._preferences = URLSafeSerializer(key, salt="preferences")
+        self._unsubscribe = URLSafeSerializer(key, salt="unsubscribe")
+
+    # --- building ---------------------------------------------------------------------------
 
     def media(self, media_id: str) -> str:
         """An image link; the web endpoint checks its age and the children's consent at view."""
         return f"{self._base}/media/{self._media.dumps(media_id)}"
+
+    def gallery(self, post_id: str) -> str:
+        """The service's page with every photo of a post that consent allows."""
+        return f"{self._base}/gallery/{self._gallery.dumps(post_id)}"
+
+    def event(self, post_id: str) -> str:
+        """One event as an ``.ics`` file ("add to calendar")."""
+        return f"{self._base}/ics/{self._event.dumps(post_id)}.ics"
 
     def preferences(self, guardian_ids: list[str]) -> str:
         """The page where the guardians of one address choose how news reaches them."""
@@ -27,3 +56,39 @@ class Links:
     def unsubscribe(self, guardian_ids: list[str]) -> str:
         """The one-click unsubscribe link (RFC 8058) of one address."""
         return f"{self._base}/u/{self._unsubscribe.dumps(sorted(guardian_ids))}"
+
+    # --- checking (for the web endpoints) ---------------------------------------------------
+
+    def open_media(self, token: str) -> str:
+        """The media id of a token; LinkExpired or LinkInvalid otherwise."""
+        return str(self._timed(self._media, token))
+
+    def open_gallery(self, token: str) -> str:
+        return str(self._timed(self._gallery, token))
+
+    def open_event(self, token: str) -> str:
+        return str(self._timed(self._event, token.removesuffix(".ics")))
+
+    def open_preferences(self, token: str) -> list[str]:
+        return self._plain(self._preferences, token)
+
+    def open_unsubscribe(self, token: str) -> list[str]:
+        return self._plain(self._unsubscribe, token)
+
+    def _timed(self, serializer: URLSafeTimedSerializer, token: str) -> Any:
+        try:
+            return serializer.loads(token, max_age=self._max_age)
+        except SignatureExpired as exc:
+            raise LinkExpired("the link has expired") from exc
+        except BadSignature as exc:
+            raise LinkInvalid("the link is not valid") from exc
+
+    @staticmethod
+    def _plain(serializer: URLSafeSerializer, token: str) -> list[str]:
+        try:
+            value = serializer.loads(token)
+        except BadSignature as exc:
+            raise LinkInvalid("the link is not valid") from exc
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise LinkInvalid("the link is not valid")
+        return value

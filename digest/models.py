@@ -146,6 +146,14 @@ class SkipReason(enum.StrEnum):
     OPTED_OUT = "opted_out"
 
 
+class AlertKind(enum.StrEnum):
+    """What needs an administrator's eye (DESIGN.md): each is a row, an ERROR log and a metric."""
+
+    TRANSPORT_PAUSED = "transport_paused"  # the mail server blames us: nothing is sent for now
+    MISSED_RUN = "missed_run"  # an edition's run came later than the grace allows
+    RUN_FAILED = "run_failed"
+
+
 class DeliveryKind(enum.StrEnum):
     NEWSLETTER = "newsletter"
     POST = "post"
@@ -356,6 +364,8 @@ class Delivery(Base):
     last_reply: Mapped[str | None] = mapped_column(Text)
     message_id: Mapped[str | None] = mapped_column(String(300))
     size_bytes: Mapped[int | None] = mapped_column(Integer)
+    # A newsletter too large for one mail goes as numbered parts; a retry sends the rest only.
+    parts_sent: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None]
 
@@ -390,3 +400,25 @@ class Suppression(Base):
     address: Mapped[str] = mapped_column(String(320), primary_key=True)
     reason: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Alert(Base):
+    """Something the administrators must see; open until ``resolved_at``.
+
+    A transport pause is one open alert whose ``until`` says when sending may try again and whose
+    ``count`` doubles the next pause; every worker process honours it before it claims rows.
+    """
+
+    __tablename__ = "alerts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[AlertKind] = mapped_column(_enum(AlertKind))
+    school_id: Mapped[str | None] = mapped_column(ForeignKey("schools.id", ondelete="CASCADE"))
+    message: Mapped[str] = mapped_column(Text)
+    count: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    until: Mapped[datetime | None]
+    resolved_at: Mapped[datetime | None]
+
+    __table_args__ = (Index("ix_alerts_kind_resolved", "kind", "resolved_at"),)

@@ -6,7 +6,7 @@ from email.headerregistry import Address
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from digest.errors import ConfigError
@@ -26,6 +26,27 @@ class Settings(BaseSettings):
     secret_key: Annotated[str, Field(repr=False)] = DEV_SECRET_KEY
     mail_from: str = "nieuwsbrief@localhost"
     message_id_domain: str | None = None
+    # The envelope sender (MAIL FROM), where bounces go; default: mail_from.
+    bounce_address: str | None = None
+    # Images in mails are signed links that stop working after this many days.
+    media_link_days: Annotated[int, Field(gt=0)] = 60
+    # Delivery: connections in the SMTP pool, a total deadline per message, a rate limit
+    # (messages per second, 0 = unlimited), the lease of a claimed row, the retry schedule.
+    send_concurrency: Annotated[int, Field(gt=0, le=100)] = 8
+    send_deadline_seconds: Annotated[float, Field(gt=0)] = 120.0
+    send_rate: Annotated[float, Field(ge=0)] = 0.0
+    lease_seconds: Annotated[float, Field(gt=0)] = 600.0
+    retry_first_minutes: Annotated[float, Field(gt=0)] = 5.0
+    retry_max_hours: Annotated[float, Field(gt=0)] = 48.0
+    # A transport the server blames us at waits this long, doubling, up to pause_max_minutes.
+    pause_first_minutes: Annotated[float, Field(gt=0)] = 1.0
+    pause_max_minutes: Annotated[float, Field(gt=0)] = 60.0
+    # Per-post mails wait this long after publication, so a teacher's quick edits land.
+    notify_settle_minutes: Annotated[float, Field(ge=0)] = 10.0
+    # DKIM signing: all three set, or none.
+    dkim_key_file: str | None = None
+    dkim_selector: str | None = None
+    dkim_domain: str | None = None
 
     @field_validator("mail_url")
     @classmethod
@@ -43,9 +64,11 @@ class Settings(BaseSettings):
             raise ValueError(f'"{value}" is not an absolute http(s) URL')
         return value.rstrip("/")
 
-    @field_validator("mail_from")
+    @field_validator("mail_from", "bounce_address")
     @classmethod
-    def _plain_address(cls, value: str) -> str:
+    def _plain_address(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         if "\r" in value or "\n" in value or "@" not in value:
             raise ValueError(f'"{value}" is not an email address')
         try:
@@ -53,6 +76,23 @@ class Settings(BaseSettings):
         except (ValueError, IndexError) as exc:
             raise ValueError(f'"{value}" is not an email address') from exc
         return value
+
+    @model_validator(mode="after")
+    def _dkim_complete(self) -> Settings:
+        given = [self.dkim_key_file, self.dkim_selector, self.dkim_domain]
+        if any(given) and not all(given):
+            missing = next(
+                name
+                for name, value in zip(("dkim_key_file", "dkim_selector", "dkim_domain"), given)
+                if not value
+            )
+            raise ValueError(f"{missing}: DKIM needs a key file, a selector and a domain")
+        return self
+
+    @property
+    def envelope_sender(self) -> str:
+        """MAIL FROM: the bounce address if set, else the From address."""
+        return self.bounce_address or self.mail_from
 
     @property
     def mail_domain(self) -> str:
@@ -66,6 +106,9 @@ def load_settings(**overrides: object) -> Settings:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         first = exc.errors()[0]
-        field = str(first["loc"][0]) if first["loc"] else "settings"
         message = first["msg"].removeprefix("Value error, ")
+        if first["loc"]:
+            field = str(first["loc"][0])
+        else:  # a check across fields names its field first ("dkim_selector: …")
+            field, _, message = message.partition(": ")
         raise ConfigError(f"DIGEST_{field.upper()}", message) from None
