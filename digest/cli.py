@@ -217,7 +217,8 @@ def _send(app: App, school_id: str | None, at: datetime) -> None:
     shown = ", ".join(f"{n} {status}" for status, n in sorted(report.counts.items()))
     click.echo(f"sent through {app.settings.mail_url.split(':', 1)[0]}: {shown or 'nothing due'}")
     if report.paused:
-        raise DigestError(f"the mail server refused our mail, sending paused: {report.paused}")
+        until = f" until {report.paused_until:%Y-%m-%d %H:%M} UTC" if report.paused_until else ""
+        raise DigestError(f"sending is paused{until}: the mail server said: {report.paused}")
 
 
 @main.command()
@@ -353,3 +354,91 @@ def demo(app: App, at_text: str | None) -> None:
 
     at = resolve_at(at_text, DEFAULT_ZONE)
     run_demo(app.engine, app.settings, at, echo=click.echo)
+
+
+@main.command()
+@click.option("--once", is_flag=True, help="Drain what is due, then exit.")
+@_at_option("With --once: send what is due at this time (default: now).")
+@click.option(
+    "--poll",
+    type=click.FloatRange(min=0.1),
+    default=5.0,
+    show_default=True,
+    help="Seconds between looks at an empty outbox.",
+)
+@click.option("--school", "school_id", help="Only this school's mail (default: every school).")
+@pass_app
+def worker(
+    app: App, once: bool, at_text: str | None, poll: float, school_id: str | None
+) -> None:
+    """Deliver the outbox until stopped (SIGTERM finishes the sends in flight, then exits).
+
+    Start as many as you like on PostgreSQL, on any number of machines: each claims its own rows.
+    """
+    from digest.worker import run_worker
+
+    if at_text and not once:
+        raise click.UsageError("--at needs --once (a running worker sends at the current time)")
+    at = resolve_at(at_text, DEFAULT_ZONE) if at_text else None
+    sessions = app.sessions  # the schema check, before the loop starts
+    report = asyncio.run(
+        run_worker(sessions, app.settings, once=once, at=at, poll=poll, school_id=school_id)
+    )
+    shown = ", ".join(f"{n} {status}" for status, n in sorted(report.counts.items()))
+    click.echo(f"worker done after {report.passes} pass(es): {shown or 'nothing sent'}")
+    if report.paused and once:
+        raise DigestError(f"sending is paused: the mail server said: {report.paused}")
+
+
+@main.command()
+@click.option("--school", "school_id", help="Only this school (default: every school).")
+@_at_option("Plan the per-post mails due at this time (default: now).")
+@click.option("--no-send", is_flag=True, help="Only queue the mails; a worker sends them.")
+@pass_app
+def notify(app: App, school_id: str | None, at_text: str | None, no_send: bool) -> None:
+    """Queue one mail per new post for the guardians who chose email per post, then send."""
+    from datetime import timedelta
+
+    from digest.notify import plan_notifications, school_ids
+
+    zone = school_zone(app, school_id) if school_id else DEFAULT_ZONE
+    at = resolve_at(at_text, zone)
+    settle = timedelta(minutes=app.settings.notify_settle_minutes)
+    with app.sessions() as session:
+        schools = [school_id] if school_id else school_ids(session)
+    for sid in schools:
+        with app.sessions() as session, session.begin():
+            result = plan_notifications(session, sid, at, settle=settle)
+        click.echo(
+            f"school {sid}: {result.posts} recent post(s), {result.queued} mail(s) queued"
+            + (f", {result.skipped} skipped (suppressed)" if result.skipped else "")
+        )
+    if not no_send:
+        _send(app, school_id, at)
+
+
+@main.command()
+@click.option("--all", "show_all", is_flag=True, help="Also the resolved alerts.")
+@pass_app
+def alerts(app: App, show_all: bool) -> None:
+    """What needs an administrator: a paused transport, a missed or failed run."""
+    from sqlalchemy import select
+
+    from digest.models import Alert
+
+    query = select(Alert).order_by(Alert.created_at.desc(), Alert.id.desc())
+    if not show_all:
+        query = query.where(Alert.resolved_at.is_(None))
+    with app.sessions() as session:
+        rows = list(session.scalars(query))
+    if not rows:
+        click.echo("no open alerts" if not show_all else "no alerts")
+        return
+    for alert in rows:
+        state = f"resolved {alert.resolved_at:%Y-%m-%d %H:%M}" if alert.resolved_at else "open"
+        until = f" until {alert.until:%Y-%m-%d %H:%M} UTC" if alert.until else ""
+        school = f" school {alert.school_id}" if alert.school_id else ""
+        click.echo(
+            f"#{alert.id} {alert.kind.value}{school} since {alert.created_at:%Y-%m-%d %H:%M} UTC"
+            f" ({state}{until}, x{alert.count}): {alert.message}"
+        )

@@ -1,8 +1,15 @@
 """Deliver the outbox: claim due rows with a lease, render each, hand it to the transport, record.
 
 A row is ``sending`` while claimed; it becomes ``sent`` only after the transport accepted it
-(SMTP's 250). A crash leaves claimed rows ``sending`` until their lease expires, when they are due
-again: at most the mails in flight at the crash can go out twice, none is lost.
+(SMTP's 250), and each outcome is committed as soon as the server answered. A crash leaves
+claimed rows ``sending`` until their lease expires; then they are due again and sent again: the
+server may or may not have them, and a mail twice is better than a mail lost. So at most the mails
+in flight at the crash (``DIGEST_SEND_CONCURRENCY``) can go out twice, and none is lost.
+
+When the server blames *us* (5.7.x at MAIL FROM or AUTH, 421 4.7.x), the transport pauses: one
+open ``transport_paused`` alert whose ``until`` every worker honours before it claims, doubling
+from ``DIGEST_PAUSE_FIRST_MINUTES`` up to ``DIGEST_PAUSE_MAX_MINUTES``; the first accepted mail
+after it resolves the alert. No parent is suppressed for it.
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -22,6 +30,8 @@ from digest.compose import compose_delivery
 from digest.errors import DeliveryFailed, TransportError
 from digest.links import Links
 from digest.models import (
+    Alert,
+    AlertKind,
     Delivery,
     DeliveryKind,
     DeliveryStatus,
@@ -39,9 +49,6 @@ log = logging.getLogger(__name__)
 
 DUE = (DeliveryStatus.QUEUED, DeliveryStatus.RETRY)
 SENDABLE_EDITION = (EditionStatus.PLANNED, EditionStatus.SENDING)
-LEASE = timedelta(minutes=10)
-FIRST_RETRY = timedelta(minutes=5)
-MAX_AGE = timedelta(hours=48)
 
 
 @dataclass
@@ -50,6 +57,8 @@ class SendReport:
 
     counts: dict[str, int] = field(default_factory=dict)
     paused: str | None = None  # the server blamed us: the reply, and nothing more was sent
+    paused_until: datetime | None = None
+    stopped: bool = False  # asked to stop: rows not yet started went back to the queue
 
     def add(self, status: str) -> None:
         self.counts[status] = self.counts.get(status, 0) + 1
@@ -64,7 +73,8 @@ class _Outcome:
     message_id: str | None = None
     size: int | None = None
     suppress: str | None = None  # an address to suppress, with ``reply`` as the reason
-    next_attempt_at: datetime | None = None
+    pause: str | None = None  # the server blames the sender: pause the transport
+    parts_sent: int = 0
 
 
 def _due(at: datetime, school_id: str | None) -> ColumnElement[bool]:
@@ -91,8 +101,20 @@ def count_due(session: Session, at: datetime, school_id: str | None = None) -> i
     return int(session.scalar(select(func.count()).where(_due(at, school_id))) or 0)
 
 
-def claim(session: Session, at: datetime, limit: int, school_id: str | None = None) -> list[int]:
-    """Take up to ``limit`` due rows with a lease; other workers skip them (PostgreSQL)."""
+def claim(
+    session: Session,
+    at: datetime,
+    limit: int,
+    school_id: str | None = None,
+    *,
+    lease: timedelta = timedelta(minutes=10),
+) -> list[int]:
+    """Take up to ``limit`` due rows with a lease; other workers skip them.
+
+    On PostgreSQL the rows are locked with ``FOR UPDATE SKIP LOCKED``, so workers on any number
+    of machines take disjoint batches. SQLite has one writer at a time (its write lock is taken by
+    the UPDATE below; SQLAlchemy drops SKIP LOCKED there), so the same query is safe there too.
+    """
     query = select(Delivery.id).where(_due(at, school_id)).order_by(Delivery.id).limit(limit)
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
@@ -103,7 +125,7 @@ def claim(session: Session, at: datetime, limit: int, school_id: str | None = No
             .where(Delivery.id.in_(ids))
             .values(
                 status=DeliveryStatus.SENDING,
-                lease_until=at + LEASE,
+                lease_until=at + lease,
                 attempts=Delivery.attempts + 1,
                 first_attempt_at=func.coalesce(Delivery.first_attempt_at, at),
             )
@@ -119,20 +141,58 @@ def claim(session: Session, at: datetime, limit: int, school_id: str | None = No
     return ids
 
 
-def backoff(attempts: int, rng: random.Random | None = None) -> timedelta:
-    """5 minutes after the first failure, doubling, with ±20 % jitter so retries spread out."""
-    jitter: float = (rng or random).uniform(0.8, 1.2)
-    factor: int = 2 ** max(attempts - 1, 0)
-    return FIRST_RETRY * factor * jitter
+def backoff(
+    attempts: int,
+    rng: random.Random | None = None,
+    *,
+    first: timedelta = timedelta(minutes=5),
+    cap: timedelta | None = None,
+    jitter: bool = True,
+) -> timedelta:
+    """``first`` after the first failure, doubling, with ±20 % jitter so retries spread out."""
+    spread: float = (rng or random).uniform(0.8, 1.2) if jitter else 1.0
+    factor: int = 2 ** min(max(attempts - 1, 0), 30)
+    delay = first * factor
+    if cap is not None:
+        delay = min(delay, cap)
+    return delay * spread
+
+
+def active_pause(session: Session, at: datetime) -> Alert | None:
+    """The open transport pause still in force at ``at``, if any."""
+    return session.scalars(
+        select(Alert).where(
+            Alert.kind == AlertKind.TRANSPORT_PAUSED,
+            Alert.resolved_at.is_(None),
+            Alert.until > at,
+        )
+    ).first()
 
 
 @dataclass(frozen=True)
 class _Prepared:
     delivery_id: int
     address: str
-    data: bytes | None
-    message_id: str | None
+    parts: tuple[tuple[bytes, str], ...]  # (message, Message-ID) per part; empty: nothing to send
     size: int | None
+    parts_sent: int = 0  # parts accepted by an earlier attempt
+
+
+class RateLimit:
+    """At most ``per_second`` sends per second across the concurrent senders (0: no limit)."""
+
+    def __init__(self, per_second: float) -> None:
+        self._interval = 1.0 / per_second if per_second > 0 else 0.0
+        self._next = 0.0
+
+    async def wait(self) -> None:
+        if not self._interval:
+            return
+        now = time.monotonic()
+        slot = max(now, self._next)
+        self._next = slot + self._interval
+        if slot > now:
+            await asyncio.sleep(slot - now)
 
 
 class Deliverer:
@@ -146,7 +206,8 @@ class Deliverer:
         renderer: Renderer | None = None,
         *,
         batch_size: int = 50,
-        concurrency: int = 8,
+        concurrency: int | None = None,
+        signer: Callable[[bytes], bytes] | None = None,
     ) -> None:
         self.sessions = sessions
         self.transport = transport
@@ -154,7 +215,19 @@ class Deliverer:
         self.renderer = renderer or Renderer(settings)
         self.links = Links(settings)
         self.batch_size = batch_size
-        self.concurrency = concurrency
+        self.concurrency = concurrency or settings.send_concurrency
+        self.signer = signer
+        self.lease = timedelta(seconds=settings.lease_seconds)
+        self.rate = RateLimit(settings.send_rate)
+        self._stopping = False
+
+    def stop(self) -> None:
+        """Finish the sends in flight, start no other; claimed rows not started go back."""
+        self._stopping = True
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
 
     async def run(
         self,
@@ -163,20 +236,22 @@ class Deliverer:
         school_id: str | None = None,
         progress: Callable[[int], None] | None = None,
     ) -> SendReport:
-        """Send everything due at ``at``; each row ends sent, failed, retry or skipped."""
+        """Send everything due at ``at``; each row ends sent, failed, retry, expired or skipped."""
         report = SendReport()
-        while report.paused is None:
+        while not self._stopping:
             with self.sessions() as session, session.begin():
-                ids = claim(session, at, self.batch_size, school_id)
+                pause = active_pause(session, at)
+                if pause is not None:
+                    report.paused, report.paused_until = pause.message, pause.until
+                    break
+                ids = claim(session, at, self.batch_size, school_id, lease=self.lease)
             if not ids:
                 break
             prepared = self._prepare(ids, at)
-            outcomes = await self._send_all(prepared, at, report)
-            self._record(outcomes, at)
-            for outcome in outcomes:
-                report.add(outcome.status.value)
-            if progress:
-                progress(len(ids))
+            await self._send_all(prepared, at, report, progress)
+            if report.paused is not None:
+                break
+        report.stopped = self._stopping
         self._finish_editions()
         return report
 
@@ -194,57 +269,110 @@ class Deliverer:
         if content.post_count == 0 and not (
             school.send_empty and delivery.kind is DeliveryKind.NEWSLETTER
         ):
-            return _Prepared(delivery.id, delivery.address, None, None, None)
-        rendered = self.renderer.render(content, now=at)
+            return _Prepared(delivery.id, delivery.address, (), None)
+        render_parts = getattr(self.renderer, "render_parts", None)  # TODO(parts): call directly
+        if render_parts is None:
+            rendered = [self.renderer.render(content, now=at)]
+        else:
+            rendered = render_parts(content, now=at)
+        parts = []
+        for mail in rendered:
+            data = mail.message.as_bytes(policy=SMTP)
+            if self.signer is not None:
+                data = self.signer(data)
+            parts.append((data, str(mail.message["Message-ID"])))
         return _Prepared(
             delivery_id=delivery.id,
             address=delivery.address,
-            data=rendered.message.as_bytes(policy=SMTP),
-            message_id=str(rendered.message["Message-ID"]),
-            size=rendered.size,
+            parts=tuple(parts),
+            size=max(mail.size for mail in rendered),
+            parts_sent=min(delivery.parts_sent, len(parts)),
         )
 
     async def _send_all(
-        self, prepared: list[_Prepared], at: datetime, report: SendReport
-    ) -> list[_Outcome]:
+        self,
+        prepared: list[_Prepared],
+        at: datetime,
+        report: SendReport,
+        progress: Callable[[int], None] | None,
+    ) -> None:
         gate = asyncio.Semaphore(self.concurrency)
+        with self.sessions() as session:
+            open_pause = session.scalars(
+                select(Alert.id).where(
+                    Alert.kind == AlertKind.TRANSPORT_PAUSED, Alert.resolved_at.is_(None)
+                )
+            ).first()
+        pause_resolved = open_pause is None
 
-        async def one(item: _Prepared) -> _Outcome:
-            if item.data is None:
-                return _Outcome(item.delivery_id, DeliveryStatus.SKIPPED, SkipReason.NO_POSTS)
-            if report.paused is not None:
-                return _Outcome(item.delivery_id, DeliveryStatus.QUEUED)
+        async def one(item: _Prepared) -> None:
+            nonlocal pause_resolved
             async with gate:
-                try:
-                    result = await self.transport.send(
-                        item.data, sender=self.settings.mail_from, recipients=[item.address]
-                    )
-                except DeliveryFailed as failure:
-                    return self._failed(item, failure, report)
-                except TransportError as error:
-                    # The transport cannot send at all (TLS policy, certificate): stop the run
-                    # and give the row back, it is not this address's fault.
-                    report.paused = str(error)
-                    log.error("transport stopped: %s", type(error).__name__)
-                    return _Outcome(item.delivery_id, DeliveryStatus.QUEUED)
-            log.info("delivery %s sent", item.delivery_id)
-            return _Outcome(
-                item.delivery_id,
-                DeliveryStatus.SENT,
-                reply=result.reply,
-                message_id=item.message_id,
-                size=item.size,
-            )
+                outcome = await self._send_one(item, report)
+                if outcome.status is DeliveryStatus.SENT and not pause_resolved:
+                    pause_resolved = True
+                    self._resolve_pause(at)
+                # Committed now, not with the batch: a crash repeats only what was in flight.
+                self._record(outcome, at)
+            report.add(outcome.status.value)
+            if progress:
+                progress(1)
 
-        return list(await asyncio.gather(*(one(item) for item in prepared)))
+        await asyncio.gather(*(one(item) for item in prepared))
 
-    def _failed(self, item: _Prepared, failure: DeliveryFailed, report: SendReport) -> _Outcome:
+    async def _send_one(self, item: _Prepared, report: SendReport) -> _Outcome:
+        if not item.parts:
+            return _Outcome(item.delivery_id, DeliveryStatus.SKIPPED, SkipReason.NO_POSTS)
+        if report.paused is not None or self._stopping:
+            return _Outcome(item.delivery_id, DeliveryStatus.QUEUED)  # back to the queue
+        reply = ""
+        for number in range(item.parts_sent, len(item.parts)):
+            data, _ = item.parts[number]
+            await self.rate.wait()
+            try:
+                result = await self.transport.send(
+                    data, sender=self.settings.envelope_sender, recipients=[item.address]
+                )
+            except DeliveryFailed as failure:
+                return self._failed(item, failure, report, parts_sent=number)
+            except TransportError as error:
+                # The transport cannot send at all (TLS policy, certificate): not this
+                # address's fault. Pause like a sender-blaming reply.
+                return self._pause(item, report, f"transport: {error}", parts_sent=number)
+            reply = result.reply
+        log.info("delivery %s sent (%d part(s))", item.delivery_id, len(item.parts))
+        return _Outcome(
+            item.delivery_id,
+            DeliveryStatus.SENT,
+            reply=reply,
+            message_id=item.parts[0][1],
+            size=item.size,
+            parts_sent=len(item.parts),
+        )
+
+    def _pause(
+        self, item: _Prepared, report: SendReport, reply: str, *, parts_sent: int
+    ) -> _Outcome:
+        first = report.paused is None
+        report.paused = report.paused or reply
+        return _Outcome(
+            item.delivery_id,
+            DeliveryStatus.QUEUED,
+            reply=reply,
+            pause=reply if first else None,
+            parts_sent=parts_sent,
+        )
+
+    def _failed(
+        self, item: _Prepared, failure: DeliveryFailed, report: SendReport, *, parts_sent: int
+    ) -> _Outcome:
         log.warning(
             "delivery %s not accepted (%s): %s", item.delivery_id, failure.blame, failure.smtp_code
         )
         if failure.blame == "recipient":
             # Only "no such address" (5.1.x, 5.2.1) keeps the address out of later mail; a
-            # refused message (too large, content) fails this row alone.
+            # refused message (too large, content, a policy for this one recipient) fails
+            # this row alone.
             code = enhanced_code(failure.reply) or ""
             unknown_address = code.startswith("5.1.") or code == "5.2.1"
             return _Outcome(
@@ -252,45 +380,79 @@ class Deliverer:
                 DeliveryStatus.FAILED,
                 reply=failure.reply,
                 suppress=item.address if unknown_address else None,
+                parts_sent=parts_sent,
             )
         if failure.blame == "sender":
-            report.paused = failure.reply
-            log.error("transport paused: the server refuses our mail (code %s)", failure.smtp_code)
-            return _Outcome(item.delivery_id, DeliveryStatus.QUEUED, reply=failure.reply)
-        return _Outcome(item.delivery_id, DeliveryStatus.RETRY, reply=failure.reply)
+            return self._pause(item, report, failure.reply, parts_sent=parts_sent)
+        return _Outcome(
+            item.delivery_id, DeliveryStatus.RETRY, reply=failure.reply, parts_sent=parts_sent
+        )
 
-    def _record(self, outcomes: list[_Outcome], at: datetime) -> None:
+    def _record(self, outcome: _Outcome, at: datetime) -> None:
+        settings = self.settings
         with self.sessions() as session, session.begin():
-            rows = {
-                d.id: d
-                for d in session.scalars(
-                    select(Delivery).where(Delivery.id.in_([o.delivery_id for o in outcomes]))
-                )
-            }
-            for outcome in outcomes:
-                row = rows[outcome.delivery_id]
-                row.status = outcome.status
-                row.reason = outcome.reason
-                row.lease_until = None
-                row.last_reply = outcome.reply or row.last_reply
-                if outcome.status is DeliveryStatus.SENT:
-                    row.sent_at = at
-                    row.message_id = outcome.message_id
-                    row.size_bytes = outcome.size
+            row = session.get_one(Delivery, outcome.delivery_id)
+            row.status = outcome.status
+            row.reason = outcome.reason
+            row.lease_until = None
+            row.last_reply = outcome.reply or row.last_reply
+            row.parts_sent = max(row.parts_sent, outcome.parts_sent)
+            if outcome.status is DeliveryStatus.SENT:
+                row.sent_at = at
+                row.message_id = outcome.message_id
+                row.size_bytes = outcome.size
+                row.next_attempt_at = None
+            elif outcome.status is DeliveryStatus.RETRY:
+                if at - (row.first_attempt_at or at) >= timedelta(hours=settings.retry_max_hours):
+                    row.status = DeliveryStatus.EXPIRED
                     row.next_attempt_at = None
-                elif outcome.status is DeliveryStatus.RETRY:
-                    if at - (row.first_attempt_at or at) >= MAX_AGE:
-                        row.status = DeliveryStatus.EXPIRED
-                    else:
-                        row.next_attempt_at = at + backoff(row.attempts)
-                elif outcome.status is DeliveryStatus.QUEUED:
-                    row.attempts = max(row.attempts - 1, 0)  # not this address's fault
-                if outcome.suppress and session.get(Suppression, outcome.suppress) is None:
-                    session.add(
-                        Suppression(
-                            address=outcome.suppress, reason=outcome.reply or "", created_at=at
-                        )
+                    log.warning("delivery %s expired after %d attempts", row.id, row.attempts)
+                else:
+                    row.next_attempt_at = at + backoff(
+                        row.attempts, first=timedelta(minutes=settings.retry_first_minutes)
                     )
+            elif outcome.status is DeliveryStatus.QUEUED:
+                row.attempts = max(row.attempts - 1, 0)  # not this address's fault
+            if outcome.suppress and session.get(Suppression, outcome.suppress) is None:
+                session.add(
+                    Suppression(address=outcome.suppress, reason=outcome.reply or "", created_at=at)
+                )
+            if outcome.pause:
+                self._open_pause(session, outcome.pause, at)
+
+    def _open_pause(self, session: Session, reply: str, at: datetime) -> None:
+        """Open the transport pause (or lengthen the open one): an alert every worker honours."""
+        alert = session.scalars(
+            select(Alert).where(
+                Alert.kind == AlertKind.TRANSPORT_PAUSED, Alert.resolved_at.is_(None)
+            )
+        ).first()
+        if alert is None:
+            alert = Alert(kind=AlertKind.TRANSPORT_PAUSED, message=reply, count=0, created_at=at)
+            session.add(alert)
+        alert.count += 1
+        alert.message = reply
+        alert.updated_at = at
+        alert.until = at + backoff(
+            alert.count,
+            jitter=False,  # one pause for all workers: nothing to spread
+            first=timedelta(minutes=self.settings.pause_first_minutes),
+            cap=timedelta(minutes=self.settings.pause_max_minutes),
+        )
+        log.error(
+            "alert: transport paused until %s (pause %d): the mail server refuses our mail",
+            alert.until.isoformat(),
+            alert.count,
+        )
+
+    def _resolve_pause(self, at: datetime) -> None:
+        with self.sessions() as session, session.begin():
+            session.execute(
+                update(Alert)
+                .where(Alert.kind == AlertKind.TRANSPORT_PAUSED, Alert.resolved_at.is_(None))
+                .values(resolved_at=at, updated_at=at)
+            )
+        log.info("transport pause resolved: mail is accepted again")
 
     def _finish_editions(self) -> None:
         """An edition is done when none of its rows can still be sent."""

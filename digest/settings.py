@@ -79,13 +79,13 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _dkim_complete(self) -> Settings:
-        given = [self.dkim_key_file, self.dkim_selector, self.dkim_domain]
-        if any(given) and not all(given):
-            missing = next(
-                name
-                for name, value in zip(("dkim_key_file", "dkim_selector", "dkim_domain"), given)
-                if not value
-            )
+        given = {
+            "dkim_key_file": self.dkim_key_file,
+            "dkim_selector": self.dkim_selector,
+            "dkim_domain": self.dkim_domain,
+        }
+        if any(given.values()) and not all(given.values()):
+            missing = next(name for name, value in given.items() if not value)
             raise ValueError(f"{missing}: DKIM needs a key file, a selector and a domain")
         return self
 

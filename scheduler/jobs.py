@@ -8,11 +8,11 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from digest.deliver import Deliverer, SendReport
+from digest.deliver import SendReport
 from digest.periods import latest_cutoff
 from digest.plan import PlanResult, load_school, plan_edition
 from digest.settings import Settings
-from digest.transports import open_transport
+from digest.worker import open_deliverer
 
 
 @dataclass(frozen=True)
@@ -40,12 +40,11 @@ async def send_due(
     progress: Callable[[int], None] | None = None,
 ) -> SendReport:
     """Deliver what is due at ``at`` through the configured transport."""
-    transport = open_transport(settings.mail_url)
+    deliverer = open_deliverer(sessions, settings)
     try:
-        deliverer = Deliverer(sessions, transport, settings)
         return await deliverer.run(at, school_id=school_id, progress=progress)
     finally:
-        await transport.close()
+        await deliverer.transport.close()
 
 
 async def run_edition(

@@ -1,0 +1,120 @@
+"""``digest worker``: drain the outbox until stopped; any number of them may share one database.
+
+SIGTERM (or SIGINT) lets the sends in flight finish, gives the claimed rows that did not start
+back to the queue, and exits. ``once`` drains what is due now and returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from digest.deliver import Deliverer, SendReport, count_due
+from digest.settings import Settings
+from digest.transports import open_transport
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkerReport:
+    """Everything one worker process did, by final row status, over all its passes."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    passes: int = 0
+    paused: str | None = None
+    stopped: bool = False
+
+    def add(self, report: SendReport) -> None:
+        for status, count in report.counts.items():
+            self.counts[status] = self.counts.get(status, 0) + count
+        self.passes += 1
+        self.paused = report.paused
+        self.stopped = self.stopped or report.stopped
+
+
+def open_deliverer(sessions: sessionmaker[Session], settings: Settings) -> Deliverer:
+    """A deliverer on the configured transport, with DKIM signing when a key is configured."""
+    transport = open_transport(
+        settings.mail_url,
+        pool_size=settings.send_concurrency,
+        deadline=settings.send_deadline_seconds,
+    )
+    return Deliverer(sessions, transport, settings, signer=_signer(settings))
+
+
+def _signer(settings: Settings) -> Callable[[bytes], bytes] | None:
+    try:
+        from digest.dkim import Signer
+    except ImportError:  # pragma: no cover - until DKIM lands
+        return None
+    signer = Signer.from_settings(settings)
+    return signer.sign if signer is not None else None
+
+
+async def run_worker(
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    *,
+    once: bool = False,
+    at: datetime | None = None,
+    poll: float = 5.0,
+    school_id: str | None = None,
+    progress: Callable[[int], None] | None = None,
+    deliverer: Deliverer | None = None,
+) -> WorkerReport:
+    """Send due rows pass after pass; with ``once`` stop when nothing is due (or paused)."""
+    deliverer = deliverer or open_deliverer(sessions, settings)
+    wake = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        log.info("worker stopping: finishing the sends in flight")
+        deliverer.stop()
+        wake.set()
+
+    installed = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError):  # pragma: no cover - not the main thread
+            pass
+    report = WorkerReport()
+    try:
+        while not deliverer.stopping:
+            now = at or datetime.now(UTC)
+            result = await deliverer.run(now, school_id=school_id, progress=progress)
+            report.add(result)
+            if deliverer.stopping:
+                break
+            if once:
+                if result.paused is not None or not _due_now(sessions, now, school_id):
+                    break
+                continue
+            if result.counts:
+                continue  # more may have become due while this pass ran
+            delay = poll
+            if result.paused_until is not None:
+                delay = max(poll, (result.paused_until - datetime.now(UTC)).total_seconds())
+            wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), timeout=delay)
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+        await deliverer.transport.close()
+    report.stopped = deliverer.stopping
+    return report
+
+
+def _due_now(sessions: sessionmaker[Session], at: datetime, school_id: str | None) -> bool:
+    with sessions() as session:
+        return count_due(session, at, school_id) > 0
