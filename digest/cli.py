@@ -297,7 +297,7 @@ def status(app: App, school_id: str, at_text: str | None, as_json: bool) -> None
     """Per guardian of an edition: address, preference, status, reason, posts and mail size."""
     from digest.periods import latest_cutoff
     from digest.plan import load_school
-    from digest.status import edition_status, find_edition, summarize
+    from digest.status import edition_status, find_edition, post_mail_status, summarize
 
     with app.sessions() as session:
         school = load_school(session, school_id)
@@ -309,6 +309,7 @@ def status(app: App, school_id: str, at_text: str | None, as_json: bool) -> None
         if edition is None:
             raise DigestError(f"school {school_id} has no edition ending {cutoff.isoformat()}")
         lines = edition_status(session, edition)
+        post_mails = post_mail_status(session, school.id, (edition.period_start, edition.cutoff))
     if as_json:
         click.echo(
             json.dumps(
@@ -322,27 +323,64 @@ def status(app: App, school_id: str, at_text: str | None, as_json: bool) -> None
                     },
                     "summary": summarize(lines),
                     "guardians": [line.as_json() for line in lines],
+                    "post_mails": [mail.as_json() for mail in post_mails],
                 },
                 indent=2,
             )
         )
         return
     click.echo(f"edition {edition.id} ({edition.status.value}), {len(lines)} guardians")
+    click.echo(
+        f"{'guardian':<12} {'address':<34} {'prefers':<10} {'status':<20} {'posts':>5} "
+        f"{'size':>9}  {'tries':>5}  next try          last reply"
+    )
     for line in lines:
-        outcome = f"{line.status}:{line.reason}" if line.reason else line.status
-        size = f"{line.size / 1024:.1f} KB" if line.size else "-"
-        extra = ""
-        if line.attempts > 1 or (line.last_reply and line.status != "sent"):
-            extra = (
-                f"  attempts={line.attempts} next={line.next_attempt_at or '-'} "
-                f"reply={line.last_reply or '-'}"
-            )
         click.echo(
-            f"{line.guardian_id:<10} {line.address or '(no address)':<34} {line.preference:<10} "
-            f"{outcome:<20} {line.posts:>3} posts {size:>9}{extra}"
+            f"{line.guardian_id:<12} {line.address or '(no address)':<34} {line.preference:<10} "
+            + _outbox_columns(
+                line.status,
+                line.reason,
+                line.posts,
+                line.size,
+                line.attempts,
+                line.next_attempt_at,
+                line.last_reply,
+            )
         )
     for key, count in summarize(lines).items():
         click.echo(f"  {key:<22} {count}")
+    if post_mails:
+        click.echo(f"per-post mails of this week's posts: {len(post_mails)}")
+        for mail in post_mails:
+            click.echo(
+                f"{mail.post_id:<12} {mail.address:<34} {'email':<10} "
+                + _outbox_columns(
+                    mail.status,
+                    mail.reason,
+                    1,
+                    mail.size,
+                    mail.attempts,
+                    mail.next_attempt_at,
+                    mail.last_reply,
+                )
+            )
+
+
+def _outbox_columns(
+    status: str,
+    reason: str | None,
+    posts: int,
+    size: int | None,
+    attempts: int,
+    next_attempt_at: datetime | None,
+    last_reply: str | None,
+) -> str:
+    """Status, posts, mail size, attempts, next try and the server's last reply, aligned."""
+    outcome = f"{status}:{reason}" if reason else status
+    shown_size = f"{size / 1024:.1f} KB" if size else "-"
+    next_try = f"{next_attempt_at:%Y-%m-%d %H:%M}Z" if next_attempt_at else "-"
+    reply = " ".join((last_reply or "-").split())[:60]
+    return f"{outcome:<20} {posts:>5} {shown_size:>9}  {attempts:>5}  {next_try:<17} {reply}"
 
 
 @main.command()
@@ -368,9 +406,7 @@ def demo(app: App, at_text: str | None) -> None:
 )
 @click.option("--school", "school_id", help="Only this school's mail (default: every school).")
 @pass_app
-def worker(
-    app: App, once: bool, at_text: str | None, poll: float, school_id: str | None
-) -> None:
+def worker(app: App, once: bool, at_text: str | None, poll: float, school_id: str | None) -> None:
     """Deliver the outbox until stopped (SIGTERM finishes the sends in flight, then exits).
 
     Start as many as you like on PostgreSQL, on any number of machines: each claims its own rows.

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from digest.models import Delivery, Edition, Guardian, Recipient
+from digest.models import Delivery, DeliveryKind, Edition, Guardian, Post, Recipient
 
 
 @dataclass(frozen=True)
@@ -84,3 +84,55 @@ def find_edition(session: Session, school_id: str, cutoff: datetime) -> Edition 
     return session.scalars(
         select(Edition).where(Edition.school_id == school_id, Edition.cutoff == cutoff)
     ).one_or_none()
+
+
+@dataclass(frozen=True)
+class PostMailStatus:
+    """One per-post mail (a guardian who chose ``email``): its post, address and outbox state."""
+
+    delivery_id: int
+    post_id: str
+    address: str
+    status: str
+    reason: str | None
+    size: int | None
+    attempts: int
+    next_attempt_at: datetime | None
+    last_reply: str | None
+
+    def as_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["next_attempt_at"] = self.next_attempt_at.isoformat() if self.next_attempt_at else None
+        return data
+
+
+def post_mail_status(
+    session: Session, school_id: str, period: tuple[datetime, datetime]
+) -> list[PostMailStatus]:
+    """The per-post mails of the posts published in ``period`` (start exclusive, end inclusive)."""
+    start, end = period
+    rows = session.scalars(
+        select(Delivery)
+        .join(Post, Post.id == Delivery.post_id)
+        .where(
+            Delivery.kind == DeliveryKind.POST,
+            Delivery.school_id == school_id,
+            Post.published_at > start,
+            Post.published_at <= end,
+        )
+        .order_by(Post.published_at, Delivery.post_id, Delivery.address)
+    )
+    return [
+        PostMailStatus(
+            delivery_id=row.id,
+            post_id=row.post_id or "",
+            address=row.address,
+            status=row.status.value,
+            reason=row.reason.value if row.reason else None,
+            size=row.size_bytes,
+            attempts=row.attempts,
+            next_attempt_at=row.next_attempt_at,
+            last_reply=row.last_reply,
+        )
+        for row in rows
+    ]
