@@ -118,18 +118,26 @@ def claim(
     query = select(Delivery.id).where(_due(at, school_id)).order_by(Delivery.id).limit(limit)
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
-    ids = list(session.scalars(query))
-    if ids:
-        session.execute(
+    candidates = list(session.scalars(query))
+    if not candidates:
+        return []
+    # The UPDATE checks "still due" again, atomically: on SQLite another process may have
+    # claimed a row between our SELECT and this statement (it takes the write lock only now).
+    ids = sorted(
+        session.scalars(
             update(Delivery)
-            .where(Delivery.id.in_(ids))
+            .where(Delivery.id.in_(candidates), _due(at, school_id))
             .values(
                 status=DeliveryStatus.SENDING,
                 lease_until=at + lease,
                 attempts=Delivery.attempts + 1,
                 first_attempt_at=func.coalesce(Delivery.first_attempt_at, at),
             )
+            .returning(Delivery.id)
+            .execution_options(synchronize_session=False)
         )
+    )
+    if ids:
         session.execute(
             update(Edition)
             .where(
