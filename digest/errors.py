@@ -54,6 +54,18 @@ class UnknownGuardian(DigestError, LookupError):
         self.guardian_id = guardian_id
 
 
+class NotSuppressed(DigestError, LookupError):
+    """The address is not on the suppression list."""
+
+    def __init__(self, address: str) -> None:
+        super().__init__(f'"{address}" is not suppressed')
+        self.address = address
+
+
+class BounceSourceError(DigestError, OSError):
+    """A path given to read bounces from is neither a Maildir, a directory nor a file."""
+
+
 class TransportError(DigestError, OSError):
     """The transport cannot send at all: a bad URL, STARTTLS missing where required, a bad cert."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from email.errors import HeaderParseError
 from email.headerregistry import Address
 from typing import Annotated
 from urllib.parse import urlsplit
@@ -73,7 +74,7 @@ class Settings(BaseSettings):
             raise ValueError(f'"{value}" is not an email address')
         try:
             Address(addr_spec=value)
-        except (ValueError, IndexError) as exc:
+        except (ValueError, IndexError, HeaderParseError) as exc:
             raise ValueError(f'"{value}" is not an email address') from exc
         return value
 

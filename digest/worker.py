@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from sqlalchemy.orm import Session, sessionmaker
 
 from digest.deliver import Deliverer, SendReport, count_due
+from digest.dkim import Signer
 from digest.settings import Settings
 from digest.transports import open_transport
 
@@ -51,11 +52,7 @@ def open_deliverer(sessions: sessionmaker[Session], settings: Settings) -> Deliv
 
 
 def _signer(settings: Settings) -> Callable[[bytes], bytes] | None:
-    try:
-        from digest.dkim import Signer
-    except ImportError:  # pragma: no cover - until DKIM lands
-        return None
-    signer = Signer.from_settings(settings)
+    signer = Signer.from_settings(settings)  # a bad key stops start-up, naming the variable
     return signer.sign if signer is not None else None
 
 
