@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
 from digest.content import (
+    MAX_THUMBNAILS,
     EventInfo,
     GroupSection,
     LinkInfo,
@@ -21,6 +22,7 @@ from digest.content import (
 from digest.links import Links
 from digest.models import (
     Delivery,
+    DeliveryKind,
     Edition,
     Group,
     GroupKind,
@@ -72,7 +74,7 @@ def load_posts(session: Session, post_ids: Iterable[str]) -> list[Post]:
     )
 
 
-def _post_content(post: Post, links: Links, group_name: str) -> PostContent:
+def _post_content(post: Post, links: Links) -> PostContent:
     photos: list[Photo] = []
     withheld = 0
     for media in post.media:
@@ -84,14 +86,21 @@ def _post_content(post: Post, links: Links, group_name: str) -> PostContent:
         photos.append(
             Photo(
                 url=links.media(media.id),
-                alt=media.alt or f"Foto uit {group_name}",
+                # Without the portal's alt the template writes one in the mail's language.
+                alt=media.alt or "",
                 is_video=is_video,
                 link=post.url if is_video else None,
             )
         )
     event = None
     if post.event is not None:
-        event = EventInfo(post.event.starts_at, post.event.ends_at, post.event.location)
+        # No changed_at: the store keeps no time of an edit (see digest.calendar on SEQUENCE).
+        event = EventInfo(
+            post.event.starts_at,
+            post.event.ends_at,
+            post.event.location,
+            ics_url=links.event(post.id),
+        )
     signup = None
     if post.meeting:
         signup = SignupInfo(
@@ -121,6 +130,7 @@ def _post_content(post: Post, links: Links, group_name: str) -> PostContent:
             for link in post.links or []
         ),
         signup=signup,
+        gallery_url=links.gallery(post.id) if len(photos) > MAX_THUMBNAILS else None,
     )
 
 
@@ -154,9 +164,7 @@ def compose(
             id=group.id,
             name=group.name,
             kind=group.kind.value,
-            posts=tuple(
-                _post_content(p, links, group.name) for p in posts if p.group_id == group.id
-            ),
+            posts=tuple(_post_content(p, links) for p in posts if p.group_id == group.id),
         )
         for group in ordered
     )
@@ -185,12 +193,18 @@ def compose(
 def compose_delivery(session: Session, links: Links, delivery: Delivery) -> MailContent:
     """The content of one outbox row, for the guardians who share its address."""
     school = session.get_one(School, delivery.school_id)
-    sharing = session.execute(
-        select(Guardian.id, Guardian.name)
-        .join(Recipient, Recipient.guardian_id == Guardian.id)
-        .where(Recipient.delivery_id == delivery.id)
-        .order_by(Guardian.name, Guardian.id)
-    ).all()
+    if delivery.kind is DeliveryKind.NEWSLETTER:
+        who = (
+            select(Guardian.id, Guardian.name)
+            .join(Recipient, Recipient.guardian_id == Guardian.id)
+            .where(Recipient.delivery_id == delivery.id)
+        )
+    else:  # a per-post mail: the school's guardians at that address
+        who = select(Guardian.id, Guardian.name).where(
+            Guardian.school_id == delivery.school_id,
+            func.lower(Guardian.email) == delivery.address,
+        )
+    sharing = session.execute(who.order_by(Guardian.name, Guardian.id)).all()
     edition = session.get(Edition, delivery.edition_id) if delivery.edition_id else None
     return compose(
         session,

@@ -9,22 +9,30 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+MAX_THUMBNAILS = 6  # two rows of three: enough to see what happened, small enough to load
+
 
 @dataclass(frozen=True)
 class Photo:
     """An image (or a video's still) that consent allows in a mail."""
 
     url: str  # the service's own signed link, never the portal's
-    alt: str
+    alt: str  # the portal's; empty when it gave none (the template says "Photo from Groep 5")
     is_video: bool = False
     link: str | None = None  # where a click goes (a video plays in the portal)
 
 
 @dataclass(frozen=True)
 class EventInfo:
+    """When and where; the calendar entry takes its title and text from the post."""
+
     starts_at: datetime
     ends_at: datetime | None
     location: str | None
+    ics_url: str | None = None  # the signed "add to calendar" link (/ics/<token>.ics)
+    # When the teacher last changed the event; None while the store keeps no such time, and
+    # then the entry's SEQUENCE follows the render time (see digest.calendar).
+    changed_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -57,6 +65,9 @@ class PostContent:
     event: EventInfo | None = None
     links: tuple[LinkInfo, ...] = ()
     signup: SignupInfo | None = None
+    # The service's page with every photo consent allows; set when the mail shows only the first
+    # MAX_THUMBNAILS of them.
+    gallery_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -65,6 +76,7 @@ class GroupSection:
     name: str
     kind: str
     posts: tuple[PostContent, ...]
+    continued: bool = False  # the group's earlier posts are in the previous part of the mail
 
 
 @dataclass(frozen=True)
@@ -92,6 +104,9 @@ class MailContent:
     unsubscribe_url: str | None = None
     kind: str = "newsletter"  # or "post"
     extra_headers: dict[str, str] = field(default_factory=dict)
+    # A week too large for one mail goes out as numbered parts: "deel 1 van 2".
+    part: int | None = None
+    parts: int | None = None
 
     @property
     def post_count(self) -> int:

@@ -40,6 +40,7 @@ from digest.models import (
     School,
     SkipReason,
     Suppression,
+    utcnow,
 )
 from digest.render import Renderer
 from digest.settings import Settings
@@ -78,13 +79,17 @@ class _Outcome:
 
 
 def _due(at: datetime, school_id: str | None) -> ColumnElement[bool]:
-    """Rows due at ``at``: queued or retrying and due, or ``sending`` with an expired lease."""
+    """Rows due at ``at``: queued or retrying and due, or ``sending`` with an expired lease.
+
+    A lease runs on the real clock, whatever ``at``: it guards a send in flight in some worker,
+    so an operator replaying another instant (``digest send --at``) must not take it over.
+    """
     ready = or_(
         and_(
             Delivery.status.in_(DUE),
             or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= at),
         ),
-        and_(Delivery.status == DeliveryStatus.SENDING, Delivery.lease_until < at),
+        and_(Delivery.status == DeliveryStatus.SENDING, Delivery.lease_until < utcnow()),
     )
     edition_ok = or_(
         Delivery.edition_id.is_(None),
@@ -129,7 +134,7 @@ def claim(
             .where(Delivery.id.in_(candidates), _due(at, school_id))
             .values(
                 status=DeliveryStatus.SENDING,
-                lease_until=at + lease,
+                lease_until=utcnow() + lease,  # the real clock: see _due
                 attempts=Delivery.attempts + 1,
                 first_attempt_at=func.coalesce(Delivery.first_attempt_at, at),
             )
@@ -258,6 +263,10 @@ class Deliverer:
             prepared = self._prepare(ids, at)
             await self._send_all(prepared, at, report, progress)
             if report.paused is not None:
+                if report.paused_until is None:  # opened by this pass: say until when
+                    with self.sessions() as session:
+                        pause = active_pause(session, at)
+                    report.paused_until = pause.until if pause is not None else None
                 break
         report.stopped = self._stopping
         self._finish_editions()
@@ -278,11 +287,7 @@ class Deliverer:
             school.send_empty and delivery.kind is DeliveryKind.NEWSLETTER
         ):
             return _Prepared(delivery.id, delivery.address, (), None)
-        render_parts = getattr(self.renderer, "render_parts", None)  # TODO(parts): call directly
-        if render_parts is None:
-            rendered = [self.renderer.render(content, now=at)]
-        else:
-            rendered = render_parts(content, now=at)
+        rendered = self.renderer.render_parts(content, now=at)
         parts = []
         for mail in rendered:
             data = mail.message.as_bytes(policy=SMTP)
@@ -321,8 +326,8 @@ class Deliverer:
                     pause_resolved = True
                     self._resolve_pause(at)
                 # Committed now, not with the batch: a crash repeats only what was in flight.
-                self._record(outcome, at)
-            report.add(outcome.status.value)
+                status = self._record(outcome, at)
+            report.add(status.value)
             if progress:
                 progress(1)
 
@@ -396,7 +401,8 @@ class Deliverer:
             item.delivery_id, DeliveryStatus.RETRY, reply=failure.reply, parts_sent=parts_sent
         )
 
-    def _record(self, outcome: _Outcome, at: datetime) -> None:
+    def _record(self, outcome: _Outcome, at: datetime) -> DeliveryStatus:
+        """Write one outcome; the row's final status (a retry past the maximum age expires)."""
         settings = self.settings
         with self.sessions() as session, session.begin():
             row = session.get_one(Delivery, outcome.delivery_id)
@@ -411,14 +417,17 @@ class Deliverer:
                 row.size_bytes = outcome.size
                 row.next_attempt_at = None
             elif outcome.status is DeliveryStatus.RETRY:
-                if at - (row.first_attempt_at or at) >= timedelta(hours=settings.retry_max_hours):
+                give_up_at = (row.first_attempt_at or at) + timedelta(
+                    hours=settings.retry_max_hours
+                )
+                if at >= give_up_at:
                     row.status = DeliveryStatus.EXPIRED
                     row.next_attempt_at = None
                     log.warning("delivery %s expired after %d attempts", row.id, row.attempts)
                 else:
-                    row.next_attempt_at = at + backoff(
-                        row.attempts, first=timedelta(minutes=settings.retry_first_minutes)
-                    )
+                    first = timedelta(minutes=settings.retry_first_minutes)
+                    # The last try falls on the maximum age, not a doubled delay beyond it.
+                    row.next_attempt_at = min(at + backoff(row.attempts, first=first), give_up_at)
             elif outcome.status is DeliveryStatus.QUEUED:
                 row.attempts = max(row.attempts - 1, 0)  # not this address's fault
             if outcome.suppress and session.get(Suppression, outcome.suppress) is None:
@@ -427,6 +436,7 @@ class Deliverer:
                 )
             if outcome.pause:
                 self._open_pause(session, outcome.pause, at)
+            return row.status
 
     def _open_pause(self, session: Session, reply: str, at: datetime) -> None:
         """Open the transport pause (or lengthen the open one): an alert every worker honours."""

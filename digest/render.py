@@ -5,6 +5,7 @@ Preview and sending both call ``Renderer.render``, so an administrator sees what
 
 from __future__ import annotations
 
+import logging
 import re
 import textwrap
 from dataclasses import dataclass, replace
@@ -23,7 +24,19 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template, sel
 from markupsafe import Markup
 from mjml import mjml2html
 
-from digest.content import EventInfo, LinkInfo, MailContent, Photo, PostContent, SignupInfo
+from digest.calendar import attachment_name, mail_calendar
+from digest.content import (
+    MAX_THUMBNAILS as MAX_THUMBNAILS,  # re-exported: how many photos a post shows in the mail
+)
+from digest.content import (
+    EventInfo,
+    GroupSection,
+    LinkInfo,
+    MailContent,
+    Photo,
+    PostContent,
+    SignupInfo,
+)
 from digest.i18n import (
     DEFAULT_LOCALE,
     available_locales,
@@ -36,9 +49,16 @@ from digest.i18n import (
 from digest.sanitize import teacher_html_to_text
 from digest.settings import Settings
 
-MAX_THUMBNAILS = 6  # two rows of three: enough to see what happened, small enough to load
+# Gmail clips a mail whose decoded HTML is above "102 KB" and hides the rest, footer included.
+GMAIL_CLIP_BYTES = 102 * 1024
+# Our limit stays below both readings of that KB (102,000 and 104,448 bytes), with room for what
+# the wire adds and RenderedMail.size does not count: a CR before every LF once the part is
+# encoded for SMTP (a few dozen lines) and the part's final newline.
+CLIP_BYTES = 100_000
 TEXT_WIDTH = 72
 _SAFE_SCHEMES = frozenset({"https", "http", "mailto"})
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -58,6 +78,22 @@ def templates_path() -> Path:
     if installed.is_dir():
         return installed
     return Path(__file__).resolve().parent.parent / "templates"
+
+
+@dataclass(frozen=True)
+class _Html:
+    """A mail's HTML part and subject, with what rendering the text part needs."""
+
+    content: MailContent  # with every URL made safe
+    locale: str
+    now: datetime
+    context: dict[str, Any]
+    subject: str
+    html: str
+
+    @property
+    def size(self) -> int:
+        return len(self.html.encode("utf-8"))
 
 
 @dataclass(frozen=True)
@@ -94,6 +130,89 @@ class Renderer:
 
     def render(self, content: MailContent, *, now: datetime | None = None) -> RenderedMail:
         """Render ``content`` in its locale (a locale without catalogue falls back to Dutch)."""
+        compiled = self._html(content, now)
+        content, subject, html = compiled.content, compiled.subject, compiled.html
+        plain_sections = [
+            (section, [_plain_post(post) for post in section.posts]) for section in content.sections
+        ]
+        text_template = self._chrome[compiled.locale].text
+        text = _wrap(
+            text_template.render(compiled.context, subject=subject, plain_sections=plain_sections)
+        )
+        message = self._message(content, compiled.locale, subject, text, html, compiled.now)
+        return RenderedMail(
+            message=message, html=html, text=text, subject=subject, size=compiled.size
+        )
+
+    def render_parts(
+        self, content: MailContent, *, now: datetime | None = None, limit: int = CLIP_BYTES
+    ) -> list[RenderedMail]:
+        """The mail as the fewest numbered parts ("deel 1 van 2") whose HTML is at most ``limit``.
+
+        ``[render(content)]`` when that fits. Otherwise whole posts, in order, fill each part
+        as far as they fit; each part is a complete mail (masthead, its own overview, footer)
+        with its own Message-ID, and a group split over two parts has its heading in both.
+        Nothing is cut: a post too large for a part on its own goes alone in one, over the
+        limit (Gmail then clips that part behind "View entire message"), with a warning.
+        """
+        now = now or datetime.now(UTC)  # one Date for every part
+        whole = self.render(content, now=now)
+        if whole.size <= limit or content.post_count < 2:
+            if whole.size > limit:
+                _warn_oversized(content, whole.size, limit)
+            return [whole]
+        posts = [(section, post) for section in content.sections for post in section.posts]
+        # A part's size hardly depends on the N of its "deel 1 van N": pack with a guess, and
+        # again in the rare case that the guess was wrong.
+        parts = max(2, -(-whole.size // limit))
+        for _attempt in range(4):
+            bounds = self._pack(content, posts, parts, now, limit)
+            if len(bounds) == parts:
+                break
+            parts = len(bounds)
+        mails = []
+        for number, (first, end) in enumerate(bounds, start=1):
+            mail = self.render(_part_content(content, posts[first:end], number, parts), now=now)
+            if mail.size > limit:  # only a part holding a single post can be
+                _warn_oversized(content, mail.size, limit, posts[first][1].id)
+            mails.append(mail)
+        return mails
+
+    def _pack(
+        self,
+        content: MailContent,
+        posts: list[tuple[GroupSection, PostContent]],
+        parts: int,
+        now: datetime,
+        limit: int,
+    ) -> list[tuple[int, int]]:
+        """Where each part starts and ends in ``posts``, each taking the most posts that fit.
+
+        Greedy filling gives the fewest parts, as a part's size grows with every post it takes;
+        bisection keeps the renders (of the HTML only) to a few per part.
+        """
+        bounds: list[tuple[int, int]] = []
+        first = 0
+        while first < len(posts):
+
+            def size(end: int, first: int = first) -> int:
+                part = _part_content(content, posts[first:end], len(bounds) + 1, parts)
+                return self._html(part, now).size
+
+            best = first + 1  # one post always goes, fit or not
+            low, high = first + 2, len(posts) if size(best) <= limit else first
+            while low <= high:
+                middle = (low + high) // 2
+                if size(middle) <= limit:
+                    best, low = middle, middle + 1
+                else:
+                    high = middle - 1
+            bounds.append((first, best))
+            first = best
+        return bounds
+
+    def _html(self, content: MailContent, now: datetime | None) -> _Html:
+        """The subject and the HTML part, and what the text part needs to follow them."""
         if content.kind == "post" and [len(s.posts) for s in content.sections] != [1]:
             raise ValueError("a per-post mail has exactly one group with one post")
         locale = resolve_locale(content.locale, self._locale_dir)
@@ -102,15 +221,10 @@ class Renderer:
         now = _aware(now or datetime.now(UTC), tz)
         content = _with_safe_urls(content)
         context = self._context(content, locale, tz, now)
-
         subject = _header_text(chrome.subject.render(context))
         mjml = chrome.html.render(context, subject=subject)
-        html = self._inliner.inline(mjml2html(mjml, fonts={}, disable_comments=True))
-        text = _wrap(chrome.text.render(context, subject=subject))
-        message = self._message(content, locale, subject, text, html, now)
-        return RenderedMail(
-            message=message, html=html, text=text, subject=subject, size=len(html.encode("utf-8"))
-        )
+        html = self._inliner.inline(_lean_reset(mjml2html(mjml, fonts={}, disable_comments=True)))
+        return _Html(content, locale, now, context, subject, html)
 
     # --- templates ----------------------------------------------------------------------------
 
@@ -137,7 +251,9 @@ class Renderer:
         week = content.week or (content.cutoff or now).astimezone(tz).isocalendar().week
         groups = format_names([s.name for s in content.sections if s.posts], locale)
         # Plain text here; the HTML template escapes it like any other value.
-        overview = self._chrome[locale].overview.render(count=len(posts), groups=groups).strip()
+        overview = (
+            self._chrome[locale].overview.render(count=len(posts), groups=groups, part=content.part)
+        ).strip()
 
         def when(moment: datetime) -> str:
             return format_when(moment, tz, locale, now=now)
@@ -158,10 +274,6 @@ class Renderer:
             "markup": Markup,  # post bodies were sanitised by clean_teacher_html when built
             "shown_photos": _shown_photos,
             "hidden_photos": _hidden_photos,
-            "plain_sections": [
-                (section, [_plain_post(post) for post in section.posts])
-                for section in content.sections
-            ],
         }
 
     # --- the message --------------------------------------------------------------------------
@@ -197,9 +309,14 @@ class Renderer:
             message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
         message["Auto-Submitted"] = "auto-generated"
         message["MIME-Version"] = "1.0"
+        calendar = mail_calendar(content, self._settings, now=now)
         # Made multipart before any Content-* header is set: making it multipart later would
-        # move those headers (Content-Language too) into the first part.
-        message.make_alternative()
+        # move those headers (Content-Language too) into the first part. A mail with events
+        # is multipart/mixed: the text and HTML alternatives, then the .ics attachment.
+        alternative = message if calendar is None else EmailMessage(policy=MAIL_POLICY)
+        if calendar is not None:
+            message.make_mixed()
+        alternative.make_alternative()
         message["Content-Language"] = locale
         for name, value in content.extra_headers.items():
             if not _FIELD_NAME.fullmatch(name) or name.lower() in _STRUCTURAL_HEADERS:
@@ -211,6 +328,22 @@ class Renderer:
             # Quoted-printable survives any relay (no 8BITMIME needed) and stays readable.
             part.set_content(body, subtype=subtype, charset="utf-8", cte="quoted-printable")
             del part["MIME-Version"]  # set_content adds it; it belongs on the message only
+            alternative.attach(part)
+        if calendar is not None:
+            message.attach(alternative)
+            name = attachment_name(locale)
+            part = EmailMessage(policy=MAIL_POLICY)
+            # Base64 keeps the calendar's CRLF line ends byte for byte.
+            part.set_content(
+                calendar,
+                maintype="text",
+                subtype="calendar",
+                cte="base64",
+                disposition="attachment",
+                filename=name,
+                params={"method": "PUBLISH", "charset": "utf-8", "name": name},
+            )
+            del part["MIME-Version"]
             message.attach(part)
         return message
 
@@ -264,7 +397,24 @@ def _environment(templates_dir: Path, *, autoescape: bool) -> Environment:
         undefined=StrictUndefined,  # a misspelt name fails the render instead of vanishing
         trim_blocks=True,
         lstrip_blocks=True,
+        finalize=_printable,
     )
+
+
+_UNPRINTABLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _printable(value: Any) -> Any:
+    """Every value a template prints, without the control characters that break MJML's parser.
+
+    An imported string may carry a stray BEL or vertical tab; it would make the whole mail fail to
+    compile. Markup (sanitised teacher HTML) stays Markup.
+    """
+    if isinstance(value, Markup):
+        return Markup(_UNPRINTABLE.sub("", value)) if _UNPRINTABLE.search(value) else value
+    if isinstance(value, str) and _UNPRINTABLE.search(value):
+        return _UNPRINTABLE.sub("", value)
+    return value
 
 
 def _aware(moment: datetime, tz: tzinfo) -> datetime:
@@ -325,6 +475,7 @@ def _with_safe_urls(content: MailContent) -> MailContent:
             photos=photos,
             links=tuple(map(link, item.links)),
             signup=signup(item.signup),
+            gallery_url=_safe_url(item.gallery_url),
         )
 
     return replace(
@@ -335,6 +486,56 @@ def _with_safe_urls(content: MailContent) -> MailContent:
         preferences_url=_safe_url(content.preferences_url),
         unsubscribe_url=_safe_url(content.unsubscribe_url),
     )
+
+
+def _part_content(
+    content: MailContent, posts: list[tuple[GroupSection, PostContent]], part: int, parts: int
+) -> MailContent:
+    """Part ``part`` of ``parts``: these posts, under their groups' headings, in order."""
+    sections: list[GroupSection] = []
+    for section, post in posts:
+        if sections and sections[-1].id == section.id:
+            sections[-1] = replace(sections[-1], posts=(*sections[-1].posts, post))
+        else:
+            continued = post is not section.posts[0]
+            sections.append(replace(section, posts=(post,), continued=continued))
+    return replace(content, sections=tuple(sections), part=part, parts=parts)
+
+
+def _warn_oversized(
+    content: MailContent, size: int, limit: int, post_id: str | None = None
+) -> None:
+    # Sent whole all the same: Gmail shows a clipped mail's rest behind "View entire message",
+    # while a cut post would be lost to parents who have no portal to read it in.
+    if post_id is None:
+        post_id = next((p.id for s in content.sections for p in s.posts), None)
+    logger.warning(
+        "post %s alone makes %d bytes of HTML, above the %d-byte limit: sent whole in one "
+        "mail, which Gmail will clip",
+        post_id,
+        size,
+        limit,
+    )
+
+
+# MJML's reset, which css-inline would copy onto every table cell, image and paragraph.
+_MJML_RESET = re.compile(r'<style type="text/css">\s*#outlook a \{.*?</style>', re.S)
+# What of it still matters: the body's, inlined once; the image border and height, which our own
+# rules set anyway; a paragraph's margin, which ours override. The table spacing and image
+# scaling are for Outlook on Windows only, which reads a <style> in a conditional comment, and
+# css-inline leaves comments alone. (MJML's "p { display: block }" is every client's default.)
+_LEAN_RESET = (
+    "<style>body{margin:0;padding:0;-webkit-text-size-adjust:100%;-ms-text-size-adjust:100%}"
+    "img{border:0;height:auto}p{margin:13px 0}</style>"
+    "<!--[if mso]><style>table,td{border-collapse:collapse;mso-table-lspace:0pt;"
+    "mso-table-rspace:0pt}img{line-height:100%;-ms-interpolation-mode:bicubic}</style>"
+    "<![endif]-->"
+)
+
+
+def _lean_reset(html: str) -> str:
+    """MJML's output with its reset split: what every client needs inlined, Outlook's apart."""
+    return _MJML_RESET.sub(lambda _match: _LEAN_RESET, html, count=1)
 
 
 def _domain(url: str) -> str:
@@ -360,6 +561,10 @@ class _PlainPost:
     signup_ref: int | None
     portal_ref: int | None
     references: tuple[str, ...]
+    calendar_ref: int | None = None  # the event's "add to calendar" link
+    stills: int = 0  # photos shown in the HTML part (a video's still is not counted)
+    videos: tuple[tuple[Photo, int | None], ...] = ()  # each with where it plays
+    gallery_ref: int | None = None  # the album with every photo consent allows
 
 
 def _plain_post(post: PostContent) -> _PlainPost:
@@ -369,13 +574,32 @@ def _plain_post(post: PostContent) -> _PlainPost:
     def ref(url: str | None) -> int | None:
         if not url:
             return None
+        if url in references:  # a video plays at the post's own portal page, for one
+            return references.index(url) + 1
         references.append(url)
         return len(references)
 
+    # Numbered in the order the text part shows them: photos, the event, then the links.
+    gallery_ref = ref(post.gallery_url)
+    videos = tuple((photo, ref(photo.link)) for photo in post.photos if photo.is_video)
+    calendar_ref = ref(post.event.ics_url) if post.event else None
     links = tuple((link, ref(link.url)) for link in post.links)
     signup_ref = ref(post.signup.signup_url) if post.signup else None
     portal_ref = ref(post.url)
-    return _PlainPost(post, body, links, signup_ref, portal_ref, tuple(references))
+    # With an album the HTML part shows the first few photos; without one, it shows or counts all.
+    shown = _shown_photos(post) if post.gallery_url else post.photos
+    return _PlainPost(
+        post,
+        body,
+        links,
+        signup_ref,
+        portal_ref,
+        tuple(references),
+        calendar_ref=calendar_ref,
+        stills=sum(not photo.is_video for photo in shown),
+        videos=videos,
+        gallery_ref=gallery_ref,
+    )
 
 
 def _underline(title: str, char: str) -> str:

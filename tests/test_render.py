@@ -503,8 +503,12 @@ def test_headers_parse_back_into_text_and_html(renderer: Renderer) -> None:
     assert parsed["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert parsed["Auto-Submitted"] == "auto-generated"
     assert parsed["Content-Language"] == "nl"
-    assert parsed.get_content_type() == "multipart/alternative"
-    parts = list(parsed.iter_parts())
+    # The week has events: the alternatives come first in a multipart/mixed, then the .ics.
+    assert parsed.get_content_type() == "multipart/mixed"
+    alternative, calendar = parsed.iter_parts()
+    assert alternative.get_content_type() == "multipart/alternative"
+    assert calendar.get_content_type() == "text/calendar"
+    parts = list(alternative.iter_parts())
     assert [part.get_content_type() for part in parts] == ["text/plain", "text/html"]
     assert all(part.get_content_charset() == "utf-8" for part in parts)
     assert parts[0].get_content().replace("\r\n", "\n") == rendered.text
@@ -566,3 +570,16 @@ def test_extra_headers_are_added(renderer: Renderer) -> None:
 def test_templates_path_is_the_repositorys_templates() -> None:
     assert templates_path() == Path(__file__).resolve().parent.parent / "templates"
     assert (templates_path() / "newsletter.mjml.j2").is_file()
+
+
+def test_control_characters_in_imported_text_do_not_break_the_mail(renderer: Renderer) -> None:
+    # A stray BEL or vertical tab from the portal used to make MJML refuse the whole mail.
+    post = make_post(
+        title="Bel\x07 en tab\x0b",
+        body_html=clean_teacher_html("<p>Tekst\x07 met\x0b rare\x1f tekens</p>"),
+        event=EventInfo(datetime(2026, 11, 27, 14, 0, tzinfo=AMS), None, "Gym\x07zaal"),
+    )
+    mail = renderer.render(make_content(post_section(post)), now=NOW)
+    assert "Tekst met rare tekens" in mail.html
+    assert "Gymzaal" in mail.html and "Gymzaal" in mail.text
+    assert not re.search(r"[\x00-\x08\x0b\x0c\x0e-\x1f]", mail.html + mail.text)
