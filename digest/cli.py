@@ -383,6 +383,88 @@ def _outbox_columns(
     return f"{outcome:<20} {posts:>5} {shown_size:>9}  {attempts:>5}  {next_try:<17} {reply}"
 
 
+_BOUNCE_LINES = (
+    ("suppressed", "failed, address suppressed"),
+    ("failed", "failed"),
+    ("expired", "expired at the relay"),
+    ("ignored", "ignored (delayed, delivered)"),
+    ("already_recorded", "already recorded"),
+    ("unmatched", "unmatched"),
+    ("not_a_report", "not a report"),
+    ("unreadable", "unreadable"),
+)
+
+
+@main.command()
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@_at_option("Record failures and suppressions at this time (default: now).")
+@pass_app
+def bounces(app: App, path: Path, at_text: str | None) -> None:
+    """Apply delivery status reports (RFC 3464) from a Maildir, a directory of mails or a file.
+
+    In a Maildir only unread mails are read, then marked read.
+    """
+    from digest.bounces import BounceOutcome, read_bounces
+
+    summary = read_bounces(app.sessions, path, at=resolve_at(at_text, DEFAULT_ZONE))
+    click.echo(f"read {summary.mails} mails from {path}")
+    always = {"suppressed", "failed", "ignored", "unmatched", "not_a_report"}
+    for key, label in _BOUNCE_LINES:
+        count = summary.counts.get(BounceOutcome(key), 0)
+        if count or key in always:
+            click.echo(f"  {label:<30} {count}")
+
+
+@main.command()
+@click.option("--list", "show", is_flag=True, help="List suppressed addresses (the default).")
+@click.option("--add", "add", metavar="ADDRESS", help="Suppress this address (needs --reason).")
+@click.option("--reason", help="Why the address added with --add is suppressed.")
+@click.option("--remove", "remove", metavar="ADDRESS", help="Lift this address's suppression.")
+@pass_app
+def suppress(app: App, show: bool, add: str | None, reason: str | None, remove: str | None) -> None:
+    """The suppression list: addresses that get no mail, with reason and since when."""
+    from digest.suppressions import (
+        add_suppression,
+        list_suppressions,
+        normalize_address,
+        remove_suppression,
+    )
+
+    if sum((show, add is not None, remove is not None)) > 1:
+        raise click.UsageError("use one of --list, --add and --remove")
+    if reason is not None and add is None:
+        raise click.UsageError("--reason goes with --add")
+    if add is not None:
+        if not reason or not reason.strip():
+            raise click.UsageError("--add needs a --reason")
+        try:
+            address = normalize_address(add)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--add") from None
+        with app.sessions() as session, session.begin():
+            row, added = add_suppression(session, address, reason.strip())
+            since = f"{row.created_at:%Y-%m-%d %H:%M} UTC"
+            if added:
+                click.echo(f"suppressed {row.address}")
+            else:
+                click.echo(f"{row.address} was already suppressed since {since}: {row.reason}")
+        return
+    if remove is not None:
+        with app.sessions() as session, session.begin():
+            row = remove_suppression(session, remove)
+            click.echo(f"{row.address} is no longer suppressed (was: {row.reason})")
+        return
+    with app.sessions() as session:
+        rows = list_suppressions(session)
+        if not rows:
+            click.echo("no suppressed addresses")
+            return
+        width = max(len("address"), *(len(r.address) for r in rows))
+        click.echo(f"{'address':<{width}}  {'since':<20}  reason")
+        for r in rows:
+            click.echo(f"{r.address:<{width}}  {r.created_at:%Y-%m-%d %H:%M} UTC  {r.reason}")
+
+
 @main.command()
 @_at_option("Make the demo week the one ending at or before this time (default: now).")
 @pass_app
