@@ -261,6 +261,10 @@ class Renderer:
         def span(event: EventInfo) -> str:
             return format_span(event.starts_at, event.ends_at, tz, locale, now=now)
 
+        def span_unbroken(event: EventInfo) -> str:
+            # Word joiners keep "08:30–10:00" on one line on a phone (HTML only).
+            return span(event).replace("–", "\u2060–\u2060")
+
         return {
             "content": content,
             "lang": locale,
@@ -270,6 +274,7 @@ class Renderer:
             "overview": overview,
             "when": when,
             "span": span,
+            "span_unbroken": span_unbroken,
             "domain": _domain,
             "markup": Markup,  # post bodies were sanitised by clean_teacher_html when built
             "shown_photos": _shown_photos,

@@ -251,7 +251,8 @@ def test_hostile_titles_and_names_are_text_not_markup(renderer: Renderer) -> Non
 
 def test_post_details_event_links_and_signup(renderer: Renderer) -> None:
     rendered = render(renderer, typical_week())
-    for part in (rendered.html, rendered.text):
+    assert "09:00\u2060–\u206012:00" in rendered.html  # the time range never breaks on a phone
+    for part in (rendered.html.replace("\u2060", ""), rendered.text):
         assert "woensdag 2 december, 09:00–12:00" in part
         assert "Kagerbos" in part
         assert "Het Kagerbos" in part and "natuurmonumenten.nl" in part
