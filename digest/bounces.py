@@ -52,11 +52,12 @@ from email.policy import compat32
 from enum import StrEnum
 from pathlib import Path
 
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from digest.errors import BounceSourceError
 from digest.models import Delivery, DeliveryStatus, utcnow
+from digest.render import first_part_message_id
 from digest.suppressions import add_suppression
 
 __all__ = [
@@ -306,10 +307,12 @@ def _find_row(
 ) -> Delivery | None:
     if message_id is None or not addresses:
         return None
+    candidates = [message_id, message_id[1:-1]]
+    first_part = first_part_message_id(message_id)  # a later part of a multi-part newsletter
+    if first_part is not None:
+        candidates += [first_part, first_part[1:-1]]
     rows = session.scalars(
-        select(Delivery)
-        .where(or_(Delivery.message_id == message_id, Delivery.message_id == message_id[1:-1]))
-        .with_for_update()
+        select(Delivery).where(Delivery.message_id.in_(candidates)).with_for_update()
     )
     return next((row for row in rows if row.address.lower() in addresses), None)
 

@@ -26,6 +26,7 @@ from email.policy import SMTP
 from sqlalchemy import ColumnElement, and_, exists, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from digest.bounces import suppresses_address
 from digest.compose import compose_delivery
 from digest.errors import DeliveryFailed, TransportError
 from digest.links import Links
@@ -189,6 +190,7 @@ class _Prepared:
     parts: tuple[tuple[bytes, str], ...]  # (message, Message-ID) per part; empty: nothing to send
     size: int | None
     parts_sent: int = 0  # parts accepted by an earlier attempt
+    skip: SkipReason = SkipReason.NO_POSTS  # why, when there are no parts
 
 
 class RateLimit:
@@ -281,6 +283,9 @@ class Deliverer:
         return prepared
 
     def _render_one(self, session: Session, delivery: Delivery, at: datetime) -> _Prepared:
+        if session.get(Suppression, delivery.address) is not None:
+            # Suppressed since planning (a bounce of another mail): this one would bounce too.
+            return _Prepared(delivery.id, delivery.address, (), None, skip=SkipReason.SUPPRESSED)
         content = compose_delivery(session, self.links, delivery)
         school = session.get_one(School, delivery.school_id)
         if content.post_count == 0 and not (
@@ -335,7 +340,7 @@ class Deliverer:
 
     async def _send_one(self, item: _Prepared, report: SendReport) -> _Outcome:
         if not item.parts:
-            return _Outcome(item.delivery_id, DeliveryStatus.SKIPPED, SkipReason.NO_POSTS)
+            return _Outcome(item.delivery_id, DeliveryStatus.SKIPPED, item.skip)
         if report.paused is not None or self._stopping:
             return _Outcome(item.delivery_id, DeliveryStatus.QUEUED)  # back to the queue
         reply = ""
@@ -386,8 +391,7 @@ class Deliverer:
             # Only "no such address" (5.1.x, 5.2.1) keeps the address out of later mail; a
             # refused message (too large, content, a policy for this one recipient) fails
             # this row alone.
-            code = enhanced_code(failure.reply) or ""
-            unknown_address = code.startswith("5.1.") or code == "5.2.1"
+            unknown_address = suppresses_address(enhanced_code(failure.reply))
             return _Outcome(
                 item.delivery_id,
                 DeliveryStatus.FAILED,

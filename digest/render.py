@@ -72,6 +72,23 @@ class RenderedMail:
     size: int  # len(html.encode("utf-8")): what Gmail measures against its 102 KB clip
 
 
+_PART_ID = re.compile(r"<?([^<>@\s]+)\.p(\d+)@([^<>@\s]+)>?")
+
+
+def part_message_id(first: str, number: int) -> str:
+    """The Message-ID of part ``number`` of a mail whose first part has ``first``."""
+    local, _, domain = first.strip().strip("<>").rpartition("@")
+    return f"<{local}.p{number}@{domain}>"
+
+
+def first_part_message_id(message_id: str) -> str | None:
+    """Part 1's Message-ID for a later part's (``<x.p2@d>`` → ``<x@d>``); None for others."""
+    match = _PART_ID.fullmatch(message_id.strip())
+    if match is None or int(match.group(2)) < 2:
+        return None
+    return f"<{match.group(1)}@{match.group(3)}>"
+
+
 def templates_path() -> Path:
     """The installed package's ``digest/templates`` if present, else the repo's ``templates/``."""
     installed = Path(__file__).resolve().parent / "templates"
@@ -176,6 +193,11 @@ class Renderer:
             if mail.size > limit:  # only a part holding a single post can be
                 _warn_oversized(content, mail.size, limit, posts[first][1].id)
             mails.append(mail)
+        # Part N's Message-ID is part 1's with ".pN" added, so the outbox row (which keeps part
+        # 1's) can be found from a bounce of any part.
+        first_id = str(mails[0].message["Message-ID"])
+        for number, mail in enumerate(mails[1:], start=2):
+            mail.message.replace_header("Message-ID", part_message_id(first_id, number))
         return mails
 
     def _pack(

@@ -30,9 +30,17 @@ from digest.bounces import (
 )
 from digest.deliver import Deliverer
 from digest.ingest import import_document
-from digest.models import Delivery, DeliveryStatus, Recipient, SkipReason, Suppression
+from digest.models import (
+    Delivery,
+    DeliveryKind,
+    DeliveryStatus,
+    Recipient,
+    SkipReason,
+    Suppression,
+)
 from digest.periods import parse_instant
 from digest.plan import plan_edition
+from digest.render import part_message_id
 from digest.settings import load_settings
 from digest.suppressions import remove_suppression
 from digest.transports import open_transport
@@ -525,3 +533,46 @@ def test_digest_bounces_prints_the_counts(sessions, sent, tmp_path, db_url):
 def test_digest_bounces_refuses_a_missing_path(tmp_path):
     result = run_digest(tmp_path, "bounces", str(tmp_path / "nowhere"))
     assert result.returncode == 2 and "does not exist" in result.stderr
+
+
+def test_a_bounce_of_a_later_part_finds_the_row_of_part_one(sessions, sent, tmp_path):
+    # A week too large for one mail goes as parts; the row keeps part 1's Message-ID and
+    # part N's is derived from it (render_parts), so a bounce of part 2 still counts.
+    first = row(sessions, P2).message_id
+    assert first is not None
+    returned = sent[P2].replace(first.encode(), part_message_id(first, 2).encode())
+    bounces = maildir_with(tmp_path / "bounces", postfix_dsn(returned, P2))
+    assert read(sessions, bounces) == {"suppressed": 1}
+    assert row(sessions, P2).status is DeliveryStatus.FAILED
+
+
+def test_a_row_queued_before_its_address_was_suppressed_is_not_sent(sessions, sent, tmp_path):
+    # The bounce of one mail arrives while the next (a per-post mail, another edition) waits.
+    read(sessions, maildir_with(tmp_path / "bounces", postfix_dsn(sent[P2], P2)))
+    with sessions() as session, session.begin():
+        session.add(
+            Delivery(
+                kind=DeliveryKind.POST,
+                school_id="s1",
+                post_id="m2",
+                address=P2,
+                locale="nl",
+                post_ids=["m2"],
+                status=DeliveryStatus.QUEUED,
+                attempts=0,
+            )
+        )
+
+    async def send() -> None:
+        transport = open_transport(f"maildir://{tmp_path / 'later'}")
+        try:
+            await Deliverer(sessions, transport, SETTINGS).run(LATER)
+        finally:
+            await transport.close()
+
+    asyncio.run(send())
+    with sessions() as session:
+        waiting = session.scalars(select(Delivery).where(Delivery.post_id == "m2")).one()
+    assert (waiting.status, waiting.reason) == (DeliveryStatus.SKIPPED, SkipReason.SUPPRESSED)
+    later = tmp_path / "later" / "new"
+    assert not later.exists() or not list(later.iterdir())
