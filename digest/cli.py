@@ -275,6 +275,13 @@ def preview(
     if result.warning:
         click.echo(f"warning: {result.warning}", err=True)
     rendered = Renderer(app.settings).render(result.content, now=at)
+    withheld = result.content.withheld_photos
+    if withheld:
+        click.echo(
+            f"note: {withheld} photo(s) left out of this mail for want of consent "
+            "(the mail says they are only in the portal)",
+            err=True,
+        )
     if fmt == "html":
         data = rendered.html.encode()
     elif fmt == "text":
