@@ -1,0 +1,95 @@
+"""A recording SMTP sink for the crash-safety benchmark: one log line per accepted delivery.
+
+Run as its own process (the worker under test is killed; the sink must outlive it)::
+
+    python bench/sink.py --log accepted.tsv [--port-file port.txt]
+
+It listens on 127.0.0.1 on a port the OS picks, prints ``port <n>`` on standard output (and
+writes the number to ``--port-file``), and for every message it accepts appends one line per
+envelope recipient: ``<address>\\t<Message-ID>\\n``. The line is written and flushed *before*
+the 250 reply goes out, so a message the worker believes accepted is always in the log; the
+converse may fail (the worker can die between our 250 and its own record), which is exactly
+the duplicate the benchmark measures. SIGTERM or SIGINT stops it after the open dialogues.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import signal
+import sys
+from pathlib import Path
+from typing import IO
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+# The header block ends at the first empty line; folded continuation lines start with blanks.
+_MESSAGE_ID = re.compile(rb"^message-id:[ \t]*((?:.|\r?\n[ \t])*?)\r?$", re.IGNORECASE | re.M)
+
+
+def message_id_of(content: bytes) -> str:
+    """The Message-ID header of a raw message, unfolded; ``-`` when it has none."""
+    head = re.split(rb"\r?\n\r?\n", content, maxsplit=1)[0]
+    found = _MESSAGE_ID.search(head)
+    if found is None:
+        return "-"
+    return b" ".join(found.group(1).split()).decode("ascii", "replace")
+
+
+class RecordingHandler:
+    """aiosmtpd hook: log every recipient of an accepted message, then say 250."""
+
+    def __init__(self, log: IO[str]) -> None:
+        self.log = log
+        self.accepted = 0
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        message_id = message_id_of(bytes(envelope.original_content or b""))
+        # One write of whole lines: the benchmark reads the log while we append to it.
+        self.log.write("".join(f"{rcpt.lower()}\t{message_id}\n" for rcpt in envelope.rcpt_tos))
+        self.log.flush()
+        self.accepted += 1
+        return f"250 2.0.0 OK queued as S{self.accepted}"
+
+
+async def serve(log_path: Path, port_file: Path | None, host: str = "127.0.0.1") -> int:
+    """Accept and record mail until SIGTERM/SIGINT; returns how many messages were accepted."""
+    loop = asyncio.get_running_loop()
+    with log_path.open("a", encoding="utf-8") as log:
+        handler = RecordingHandler(log)
+
+        def protocol() -> SMTP:
+            # A fixed hostname skips a getfqdn() lookup per connection.
+            return SMTP(handler, hostname="sink.test", enable_SMTPUTF8=True, loop=loop)
+
+        server = await loop.create_server(protocol, host=host, port=0)
+        port = server.sockets[0].getsockname()[1]
+        if port_file is not None:
+            # Written whole, then renamed: a reader polling for the file never sees half.
+            partial = port_file.with_suffix(".part")
+            partial.write_text(f"{port}\n")
+            partial.replace(port_file)
+        print(f"port {port}", flush=True)
+
+        stop = asyncio.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+        server.close()
+        await server.wait_closed()
+        return handler.accepted
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--log", type=Path, required=True, help="append accepted mail here")
+    parser.add_argument("--port-file", type=Path, help="write the listening port here")
+    args = parser.parse_args(argv)
+    accepted = asyncio.run(serve(args.log, args.port_file))
+    print(f"accepted {accepted}", file=sys.stderr, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
