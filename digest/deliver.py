@@ -172,14 +172,10 @@ def backoff(
     return delay * spread
 
 
-def active_pause(session: Session, at: datetime) -> Alert | None:
-    """The open transport pause still in force at ``at``, if any."""
+def open_pause(session: Session) -> Alert | None:
+    """The open (unresolved) transport pause, in force or waiting for its first success."""
     return session.scalars(
-        select(Alert).where(
-            Alert.kind == AlertKind.TRANSPORT_PAUSED,
-            Alert.resolved_at.is_(None),
-            Alert.until > at,
-        )
+        select(Alert).where(Alert.kind == AlertKind.TRANSPORT_PAUSED, Alert.resolved_at.is_(None))
     ).first()
 
 
@@ -255,19 +251,19 @@ class Deliverer:
         report = SendReport()
         while not self._stopping:
             with self.sessions() as session, session.begin():
-                pause = active_pause(session, at)
-                if pause is not None:
+                pause = open_pause(session)
+                if pause is not None and pause.until is not None and pause.until > at:
                     report.paused, report.paused_until = pause.message, pause.until
                     break
                 ids = claim(session, at, self.batch_size, school_id, lease=self.lease)
             if not ids:
                 break
             prepared = self._prepare(ids, at)
-            await self._send_all(prepared, at, report, progress)
+            await self._send_all(prepared, at, report, progress, pause_open=pause is not None)
             if report.paused is not None:
                 if report.paused_until is None:  # opened by this pass: say until when
                     with self.sessions() as session:
-                        pause = active_pause(session, at)
+                        pause = open_pause(session)
                     report.paused_until = pause.until if pause is not None else None
                 break
         report.stopped = self._stopping
@@ -313,15 +309,11 @@ class Deliverer:
         at: datetime,
         report: SendReport,
         progress: Callable[[int], None] | None,
+        *,
+        pause_open: bool,
     ) -> None:
         gate = asyncio.Semaphore(self.concurrency)
-        with self.sessions() as session:
-            open_pause = session.scalars(
-                select(Alert.id).where(
-                    Alert.kind == AlertKind.TRANSPORT_PAUSED, Alert.resolved_at.is_(None)
-                )
-            ).first()
-        pause_resolved = open_pause is None
+        pause_resolved = not pause_open  # the first accepted mail resolves an open pause
 
         async def one(item: _Prepared) -> None:
             nonlocal pause_resolved
@@ -444,11 +436,7 @@ class Deliverer:
 
     def _open_pause(self, session: Session, reply: str, at: datetime) -> None:
         """Open the transport pause (or lengthen the open one): an alert every worker honours."""
-        alert = session.scalars(
-            select(Alert).where(
-                Alert.kind == AlertKind.TRANSPORT_PAUSED, Alert.resolved_at.is_(None)
-            )
-        ).first()
+        alert = open_pause(session)
         if alert is None:
             alert = Alert(kind=AlertKind.TRANSPORT_PAUSED, message=reply, count=0, created_at=at)
             session.add(alert)
