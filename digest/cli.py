@@ -567,3 +567,17 @@ def alerts(app: App, show_all: bool) -> None:
             f"#{alert.id} {alert.kind.value}{school} since {alert.created_at:%Y-%m-%d %H:%M} UTC"
             f" ({state}{until}, x{alert.count}): {alert.message}"
         )
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="The address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@pass_app
+def serve(app: App, host: str, port: int) -> None:
+    """Serve the web face: /admin/, the parents' links from the mails, /api/v1/, /healthz."""
+    import uvicorn
+
+    from digest.web import create_app
+
+    web = create_app(app.settings, app.sessions)
+    uvicorn.run(web, host=host, port=port, log_config=None, proxy_headers=True)

@@ -126,8 +126,7 @@ def _post_content(post: Post, links: Links) -> PostContent:
         withheld_photos=withheld,
         event=event,
         links=tuple(
-            LinkInfo(url=link["url"], title=link.get("title") or "")
-            for link in post.links or []
+            LinkInfo(url=link["url"], title=link.get("title") or "") for link in post.links or []
         ),
         signup=signup,
         gallery_url=links.gallery(post.id) if len(photos) > MAX_THUMBNAILS else None,

@@ -154,6 +154,11 @@ class AlertKind(enum.StrEnum):
     RUN_FAILED = "run_failed"
 
 
+class EditionKind(enum.StrEnum):
+    REGULAR = "regular"  # the weekly edition at the school's cutoff
+    EXTRA = "extra"  # "run now" by an administrator: cutoff at that moment
+
+
 class DeliveryKind(enum.StrEnum):
     NEWSLETTER = "newsletter"
     POST = "post"
@@ -178,6 +183,7 @@ guardian_groups = Table(
     Base.metadata,
     Column("guardian_id", ForeignKey("guardians.id", ondelete="CASCADE"), primary_key=True),
     Column("group_id", ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True),
+    Index("ix_guardian_groups_group_id", "group_id"),
 )
 
 media_children = Table(
@@ -185,6 +191,7 @@ media_children = Table(
     Base.metadata,
     Column("media_id", ForeignKey("media.id", ondelete="CASCADE"), primary_key=True),
     Column("child_id", ForeignKey("children.id", ondelete="CASCADE"), primary_key=True),
+    Index("ix_media_children_child_id", "child_id"),
 )
 
 
@@ -321,6 +328,14 @@ class Edition(Base):
         _enum(EditionStatus), default=EditionStatus.PLANNED
     )
     planned_at: Mapped[datetime] = mapped_column(default=utcnow)
+    kind: Mapped[EditionKind] = mapped_column(
+        _enum(EditionKind), default=EditionKind.REGULAR, server_default=EditionKind.REGULAR.value
+    )
+    # Set when the scheduler ran the edition later than its cutoff (a restart within the grace).
+    late_seconds: Mapped[int | None] = mapped_column(Integer)
+    # The administrator who approved, held or cancelled it last, and when.
+    decided_by: Mapped[int | None] = mapped_column(ForeignKey("admins.id", ondelete="SET NULL"))
+    decided_at: Mapped[datetime | None]
 
     __table_args__ = (UniqueConstraint("school_id", "cutoff"),)
 
@@ -362,7 +377,7 @@ class Delivery(Base):
     next_attempt_at: Mapped[datetime | None]
     lease_until: Mapped[datetime | None]
     last_reply: Mapped[str | None] = mapped_column(Text)
-    message_id: Mapped[str | None] = mapped_column(String(300))
+    message_id: Mapped[str | None] = mapped_column(String(300), index=True)
     size_bytes: Mapped[int | None] = mapped_column(Integer)
     # A newsletter too large for one mail goes as numbered parts; a retry sends the rest only.
     parts_sent: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
@@ -422,3 +437,67 @@ class Alert(Base):
     resolved_at: Mapped[datetime | None]
 
     __table_args__ = (Index("ix_alerts_kind_resolved", "kind", "resolved_at"),)
+
+
+admin_schools = Table(
+    "admin_schools",
+    Base.metadata,
+    Column("admin_id", ForeignKey("admins.id", ondelete="CASCADE"), primary_key=True),
+    Column("school_id", ForeignKey("schools.id", ondelete="CASCADE"), primary_key=True),
+)
+
+
+class Admin(Base):
+    """A school administrator's account: an argon2 hash, the schools it may see."""
+
+    __tablename__ = "admins"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)  # stored lower-cased
+    password_hash: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    disabled_at: Mapped[datetime | None]
+    # Bumped by a password change or a disable: older session cookies stop working.
+    session_version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+
+    schools: Mapped[list[School]] = relationship(secondary=admin_schools)
+
+
+class AuditEvent(Base):
+    """Who did what, when: previews of a parent's mail, tests, approvals, lifts, run-now, logins.
+
+    Plain ids, no foreign keys: the log outlives the rows it mentions (until retention).
+    """
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    admin_id: Mapped[int | None] = mapped_column(Integer)
+    action: Mapped[str] = mapped_column(String(40))
+    school_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    guardian_id: Mapped[str | None] = mapped_column(String(64))
+    edition_id: Mapped[int | None] = mapped_column(Integer)
+    detail: Mapped[str | None] = mapped_column(Text)  # never an address, token or post text
+
+
+class LoginThrottle(Base):
+    """Failed logins per key (an account's e-mail hash or a client address), for throttling."""
+
+    __tablename__ = "login_throttle"
+
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    first_at: Mapped[datetime] = mapped_column(default=utcnow)
+    locked_until: Mapped[datetime | None]
+
+
+class Heartbeat(Base):
+    """A running process's last sign of life: ``/healthz`` reads these (scheduler, workers)."""
+
+    __tablename__ = "heartbeats"
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)  # role:host:pid
+    role: Mapped[str] = mapped_column(String(20))
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    beat_at: Mapped[datetime] = mapped_column(default=utcnow)

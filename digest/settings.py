@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from email.errors import HeaderParseError
 from email.headerregistry import Address
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -44,6 +44,22 @@ class Settings(BaseSettings):
     pause_max_minutes: Annotated[float, Field(gt=0)] = 60.0
     # Per-post mails wait this long after publication, so a teacher's quick edits land.
     notify_settle_minutes: Annotated[float, Field(ge=0)] = 10.0
+    # The scheduler: how late a weekly run may still start (a restart after the cutoff), and
+    # how often it plans per-post mails and (with its own worker) retries due deliveries.
+    misfire_grace_hours: Annotated[float, Field(gt=0, le=168)] = 6.0
+    notify_interval_seconds: Annotated[float, Field(gt=0)] = 60.0
+    retry_interval_seconds: Annotated[float, Field(gt=0)] = 30.0
+    # The web face: the bearer token of the portal's API calls (unset: the API answers 503),
+    # how long an administrator's session lasts, where scaled images are cached and how much.
+    api_token: Annotated[str | None, Field(repr=False)] = None
+    session_hours: Annotated[float, Field(gt=0)] = 12.0
+    media_cache_dir: str = "./media-cache"
+    media_cache_mb: Annotated[int, Field(gt=0)] = 500
+    # Operations: log lines as text or JSON, when a heartbeat counts as stale, how long delivery
+    # rows, frozen post lists, audit entries and cached images are kept.
+    log_format: Literal["text", "json"] = "text"
+    heartbeat_stale_seconds: Annotated[float, Field(gt=0)] = 120.0
+    retention_days: Annotated[int, Field(gt=0)] = 365
     # DKIM signing: all three set, or none.
     dkim_key_file: str | None = None
     dkim_selector: str | None = None
