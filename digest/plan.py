@@ -22,6 +22,7 @@ from digest.models import (
     DeliveryKind,
     DeliveryStatus,
     Edition,
+    EditionKind,
     EditionPost,
     EditionStatus,
     Group,
@@ -308,8 +309,19 @@ def load_school(session: Session, school_id: str, *, lock: bool = False) -> Scho
     return school
 
 
-def plan_edition(session: Session, school_id: str, cutoff: datetime) -> PlanResult:
-    """Plan the edition of ``school_id`` ending at ``cutoff``; planning it again is a no-op."""
+def plan_edition(
+    session: Session,
+    school_id: str,
+    cutoff: datetime,
+    *,
+    kind: EditionKind = EditionKind.REGULAR,
+    late_seconds: int | None = None,
+) -> PlanResult:
+    """Plan the edition of ``school_id`` ending at ``cutoff``; planning it again is a no-op.
+
+    ``kind`` is ``extra`` for an administrator's "run now" (cutoff: that moment); the next regular
+    edition starts where it ended. ``late_seconds`` records a scheduled run that started late.
+    """
     school = load_school(session, school_id, lock=True)
     previous, first_start, exists_already, latest = _history_and_previous(session, school, cutoff)
     if exists_already:
@@ -325,7 +337,7 @@ def plan_edition(session: Session, school_id: str, cutoff: datetime) -> PlanResu
             f"after {cutoff.isoformat()}"
         )
     period_start, history_start = _period(school, cutoff, previous, first_start)
-    if in_holiday(cutoff, school):
+    if kind is EditionKind.REGULAR and in_holiday(cutoff, school):
         status = EditionStatus.SKIPPED_HOLIDAY
     elif school.requires_approval:
         status = EditionStatus.AWAITING_APPROVAL
@@ -337,6 +349,8 @@ def plan_edition(session: Session, school_id: str, cutoff: datetime) -> PlanResu
         period_start=period_start,
         status=status,
         planned_at=utcnow(),
+        kind=kind,
+        late_seconds=late_seconds,
     )
     session.add(edition)
     session.flush()
