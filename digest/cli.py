@@ -327,6 +327,8 @@ def status(app: App, school_id: str, at_text: str | None, as_json: bool) -> None
                         "cutoff": edition.cutoff.isoformat(),
                         "period_start": edition.period_start.isoformat(),
                         "status": edition.status.value,
+                        "kind": edition.kind.value,
+                        "late_seconds": edition.late_seconds,
                     },
                     "summary": summarize(lines),
                     "guardians": [line.as_json() for line in lines],
@@ -336,7 +338,12 @@ def status(app: App, school_id: str, at_text: str | None, as_json: bool) -> None
             )
         )
         return
-    click.echo(f"edition {edition.id} ({edition.status.value}), {len(lines)} guardians")
+    late = (
+        f", ran {edition.late_seconds // 60} min after its cutoff"
+        if edition.late_seconds is not None
+        else ""
+    )
+    click.echo(f"edition {edition.id} ({edition.status.value}{late}), {len(lines)} guardians")
     click.echo(
         f"{'guardian':<12} {'address':<34} {'prefers':<10} {'status':<20} {'posts':>5} "
         f"{'size':>9}  {'tries':>5}  next try          last reply"
@@ -581,3 +588,40 @@ def serve(app: App, host: str, port: int) -> None:
 
     web = create_app(app.settings, app.sessions)
     uvicorn.run(web, host=host, port=port, log_config=None, proxy_headers=True)
+
+
+@main.command("scheduler")
+@click.option("--list", "show", is_flag=True, help="Print each school's next run, then exit.")
+@click.option(
+    "--no-worker", is_flag=True, help="Only plan; `digest worker` processes send the mail."
+)
+@pass_app
+def scheduler_(app: App, show: bool, no_worker: bool) -> None:
+    """Run every school's weekly edition at its cutoff, per-post mails, and (unless --no-worker)
+    the delivery of what is due. SIGTERM finishes the sends in flight, then exits."""
+    from scheduler.service import format_run, next_runs, serve
+
+    sessions = app.sessions  # the schema check, before anything starts
+    if show:
+        runs = next_runs(app.engine, sessions)
+        if not runs:
+            click.echo("no schools yet: import the portal's data with `digest import`")
+        for run in runs:
+            click.echo(format_run(run))
+        return
+    asyncio.run(serve(app.engine, sessions, app.settings, worker=not no_worker))
+    click.echo("scheduler stopped")
+
+
+@main.command("edition")
+@click.argument("decision", type=click.Choice(["approve", "hold", "cancel"]))
+@click.argument("edition_id", type=int)
+@pass_app
+def edition_(app: App, decision: str, edition_id: int) -> None:
+    """Approve, hold or cancel an edition (a cancelled edition's posts go with the next one)."""
+    from digest.editions import Decision, decide
+
+    with app.sessions() as session, session.begin():
+        edition = decide(session, edition_id, Decision(decision), at=datetime.now(UTC))
+        status = edition.status.value
+    click.echo(f"edition {edition_id}: {status}")

@@ -53,6 +53,8 @@ def engine(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Engine]:
         tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
         with engine.begin() as conn:
             conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+            # The scheduler's job store (APScheduler's own table, not in our metadata).
+            conn.execute(text("DROP TABLE IF EXISTS apscheduler_jobs"))
     yield engine
     checked_out = engine.pool.checkedout()  # type: ignore[attr-defined]
     engine.dispose()
