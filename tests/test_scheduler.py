@@ -572,3 +572,63 @@ def test_digest_edition_decides_and_status_shows_a_late_run(sessions, db_url: st
     assert f"error: edition {number} is planned: it cannot be approved" in again.output
     missing = runner.invoke(main, ["edition", "cancel", "999"], env=env)
     assert missing.exit_code == 1 and "there is no edition 999" in missing.output
+
+
+def test_sigterm_lets_the_sends_in_flight_finish_and_leaves_the_rest_queued(
+    engine, sessions, db_url: str, smtp_server: SmtpServer, tmp_path: Path
+) -> None:
+    guardians = [guardian(f"p{n}", ["c1"], delivery="newsletter") for n in range(1, 9)]
+    doc = weekly_school()
+    doc["guardians"] = guardians
+    load(sessions, doc)
+    with sessions() as session, session.begin():
+        from digest.plan import plan_edition
+
+        plan_edition(session, "s1", CUTOFF)
+    smtp_server.delays = {"DATA": 1.0}  # each message takes a second: some are in flight
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
+    env.update(
+        PYTHONPATH=str(Path(__file__).resolve().parents[1]),
+        DIGEST_DATABASE_URL=db_url,
+        DIGEST_MAIL_URL=smtp_server.url(),
+        DIGEST_MAIL_FROM=SENDER,
+        DIGEST_SEND_CONCURRENCY="2",
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "digest", "scheduler"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not smtp_server.messages:
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "nothing was sent"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, err
+    assert "scheduler stopped" in out
+    with sessions() as session:
+        rows = Counter(session.scalars(select(Delivery.status)))
+    # Every row is final or back in the queue; what the server accepted is recorded as sent.
+    assert set(rows) <= {DeliveryStatus.SENT, DeliveryStatus.QUEUED}
+    assert rows[DeliveryStatus.SENT] == len(smtp_server.messages) < 8
+    # A worker sends the rest: each parent once.
+    rest = subprocess.run(
+        [sys.executable, "-m", "digest", "worker", "--once"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert rest.returncode == 0, rest.stderr
+    assert received(smtp_server) == Counter({f"p{n}@ouders.example": 1 for n in range(1, 9)})
