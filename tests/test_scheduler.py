@@ -481,7 +481,7 @@ def test_digest_scheduler_list_prints_each_schools_next_run_in_its_own_zone(
 
 
 @pytest.mark.postgres
-def test_a_real_scheduler_process_sends_the_edition_at_the_next_minute_and_stops_on_sigterm(
+def test_two_real_scheduler_processes_send_the_edition_at_the_next_minute_once(
     pg_url: str, smtp_server: SmtpServer, tmp_path: Path
 ) -> None:
     from digest.db import make_engine, session_factory, upgrade
@@ -495,7 +495,7 @@ def test_a_real_scheduler_process_sends_the_edition_at_the_next_minute_and_stops
         connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
     url = pg_url.rsplit("/", 1)[0] + "/" + name
     engine = make_engine(url)
-    process = None
+    processes: list[subprocess.Popen[str]] = []
     try:
         upgrade(engine)
         sessions = session_factory(engine)
@@ -520,25 +520,34 @@ def test_a_real_scheduler_process_sends_the_edition_at_the_next_minute_and_stops
             DIGEST_MAIL_FROM=SENDER,
             DIGEST_NOTIFY_INTERVAL_SECONDS="5",
         )
-        process = subprocess.Popen(
-            [sys.executable, "-m", "digest", "-v", "scheduler"],
-            cwd=tmp_path,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        # Two schedulers started by mistake on one database: still one edition, one mail each.
+        both = [
+            subprocess.Popen(
+                [sys.executable, "-m", "digest", "-v", "scheduler"],
+                cwd=tmp_path,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(2)
+        ]
+        processes.extend(both)
         deadline = time.monotonic() + (cutoff - now).total_seconds() + 60
         while len(smtp_server.messages) < 3:
-            assert process.poll() is None, process.communicate()
+            for process in both:
+                assert process.poll() is None, process.communicate()
             assert time.monotonic() < deadline, "no mail arrived a minute after the cutoff"
             time.sleep(0.2)
         arrived = datetime.now(AMS)
         assert arrived >= cutoff
-        process.send_signal(signal.SIGTERM)
-        out, err = process.communicate(timeout=30)
-        assert process.returncode == 0, err
-        assert "scheduler stopped" in out
+        time.sleep(2)  # the other scheduler's run, had it planned a second edition, would show
+        for process in both:
+            process.send_signal(signal.SIGTERM)
+        for process in both:
+            out, err = process.communicate(timeout=30)
+            assert process.returncode == 0, err
+            assert "scheduler stopped" in out
         assert received(smtp_server) == Counter({f"p{n}@ouders.example": 1 for n in (1, 2, 3)})
         assert "Excursie naar het bos" in smtp_server.messages[0].content.decode()
         with sessions() as session:
@@ -546,9 +555,10 @@ def test_a_real_scheduler_process_sends_the_edition_at_the_next_minute_and_stops
             assert edition.cutoff == cutoff.astimezone(UTC)
             assert edition.status is EditionStatus.DONE
     finally:
-        if process is not None and process.poll() is None:
-            process.kill()
-            process.communicate()
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
         engine.dispose()
         with admin.connect() as connection:
             connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
