@@ -486,11 +486,9 @@ def test_two_real_scheduler_processes_send_the_edition_at_the_next_minute_once(
 ) -> None:
     from digest.db import make_engine, session_factory, upgrade
 
-    engine = make_engine(pg_url)
-    # A database of its own: other tests share the session's database.
+    # A database of its own: the processes' job store must not meet other tests' rows.
     name = f"digest_sched_{os.getpid()}_{int(time.time())}"
     admin = make_engine(pg_url.rsplit("/", 1)[0] + "/postgres", isolation_level="AUTOCOMMIT")
-    engine.dispose()
     with admin.connect() as connection:
         connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
     url = pg_url.rsplit("/", 1)[0] + "/" + name
