@@ -479,6 +479,72 @@ def suppress(app: App, show: bool, add: str | None, reason: str | None, remove: 
             click.echo(f"{r.address:<{width}}  {r.created_at:%Y-%m-%d %H:%M} UTC  {r.reason}")
 
 
+@main.group()
+def admin() -> None:
+    """Administrators' accounts for the web pages at /admin/."""
+
+
+def _read_password() -> str:
+    """Prompted twice without echo on a terminal; else the first line of standard input."""
+    if sys.stdin.isatty():
+        return str(click.prompt("Password", hide_input=True, confirmation_prompt=True))
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+@admin.command("create")
+@click.option("--email", required=True, help="The administrator's e-mail address (the login).")
+@click.option(
+    "--school", "school_ids", multiple=True, required=True, help="A school it may see (repeat)."
+)
+@pass_app
+def admin_create(app: App, email: str, school_ids: tuple[str, ...]) -> None:
+    """Create an account; the password is prompted, or read from standard input's first line."""
+    from digest.admins import check_password, create_admin
+    from digest.models import utcnow
+
+    password = _read_password()
+    check_password(password)  # before touching the database
+    with app.sessions() as session, session.begin():
+        created = create_admin(session, email, password, list(school_ids), at=utcnow())
+        click.echo(f"administrator {created.email} created for {', '.join(sorted(school_ids))}")
+
+
+@admin.command("disable")
+@click.option("--email", required=True, help="The administrator's e-mail address.")
+@pass_app
+def admin_disable(app: App, email: str) -> None:
+    """Disable an account: it cannot log in, and its open sessions end at once."""
+    from digest.admins import disable_admin
+    from digest.models import utcnow
+
+    with app.sessions() as session, session.begin():
+        disabled = disable_admin(session, email, at=utcnow())
+        click.echo(f"administrator {disabled.email} is disabled")
+
+
+@admin.command("list")
+@pass_app
+def admin_list(app: App) -> None:
+    """Every account: e-mail address, schools, created, disabled."""
+    from digest.admins import list_admins
+
+    with app.sessions() as session:
+        rows = list_admins(session)
+        if not rows:
+            click.echo("no administrators: create one with `digest admin create`")
+            return
+        width = max(len("email"), *(len(row.email) for row in rows))
+        click.echo(f"{'email':<{width}}  {'created':<16}  {'state':<27}  schools")
+        for row in rows:
+            state = (
+                f"disabled {row.disabled_at:%Y-%m-%d %H:%M} UTC" if row.disabled_at else "active"
+            )
+            schools = ", ".join(sorted(school.id for school in row.schools))
+            click.echo(
+                f"{row.email:<{width}}  {row.created_at:%Y-%m-%d %H:%M}  {state:<27}  {schools}"
+            )
+
+
 @main.command()
 @_at_option("Make the demo week the one ending at or before this time (default: now).")
 @pass_app

@@ -33,14 +33,21 @@ def preview(
     *,
     at: datetime,
     upcoming: bool = False,
+    cutoff: datetime | None = None,
 ) -> Preview:
-    """The newsletter of ``guardian_id`` in the edition ending at or before ``at`` (or the next)."""
+    """The newsletter of ``guardian_id`` in the edition ending at or before ``at`` (or the next).
+
+    ``cutoff`` names the edition's end itself (an extra edition is off the weekly schedule).
+    """
     guardian = session.get(Guardian, guardian_id)
     if guardian is None:
         raise UnknownGuardian(guardian_id)
     school = load_school(session, guardian.school_id)
     find = next_cutoff if upcoming else latest_cutoff
-    cutoff = find(at, weekday=school.digest_weekday, clock=school.digest_time, zone=school.timezone)
+    if cutoff is None:
+        cutoff = find(
+            at, weekday=school.digest_weekday, clock=school.digest_time, zone=school.timezone
+        )
 
     edition = None if upcoming else find_edition(session, school.id, cutoff)
     if edition is not None:

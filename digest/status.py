@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from digest.models import Delivery, DeliveryKind, Edition, Guardian, Post, Recipient
@@ -77,6 +77,23 @@ def summarize(statuses: list[GuardianStatus]) -> dict[str, int]:
         key = f"{line.status}:{line.reason}" if line.reason else line.status
         counts[key] = counts.get(key, 0) + 1
     return dict(sorted(counts.items()))
+
+
+def edition_counts(session: Session, edition_ids: list[int]) -> dict[int, dict[str, int]]:
+    """``summarize`` for several editions at once (one query): guardians by outcome per edition."""
+    status = func.coalesce(Delivery.status, "skipped")
+    reason = func.coalesce(Delivery.reason, Recipient.reason)
+    rows = session.execute(
+        select(Recipient.edition_id, status, reason, func.count())
+        .outerjoin(Delivery, Delivery.id == Recipient.delivery_id)
+        .where(Recipient.edition_id.in_(edition_ids))
+        .group_by(Recipient.edition_id, status, reason)
+    ).all()
+    counts: dict[int, dict[str, int]] = {edition_id: {} for edition_id in edition_ids}
+    for edition_id, outcome, why, count in rows:
+        key = f"{outcome}:{why}" if why else str(outcome)
+        counts[edition_id][key] = count
+    return {edition_id: dict(sorted(c.items())) for edition_id, c in counts.items()}
 
 
 def find_edition(session: Session, school_id: str, cutoff: datetime) -> Edition | None:
