@@ -74,7 +74,8 @@ def load_posts(session: Session, post_ids: Iterable[str]) -> list[Post]:
     )
 
 
-def _post_content(post: Post, links: Links) -> PostContent:
+def post_content(post: Post, links: Links) -> PostContent:
+    """One post as a mail shows it: only the photos consent allows, signed links, clean HTML."""
     photos: list[Photo] = []
     withheld = 0
     for media in post.media:
@@ -153,17 +154,52 @@ def compose(
 ) -> MailContent:
     """The content of one mail to ``address``; posts deleted since planning are left out."""
     posts = load_posts(session, post_ids)
-    groups = {
-        g.id: g
-        for g in session.scalars(select(Group).where(Group.id.in_({p.group_id for p in posts})))
-    }
-    ordered = sorted(groups.values(), key=lambda g: (GROUP_ORDER[g.kind], g.name.lower(), g.id))
+    return _assemble(
+        links,
+        school=school,
+        posts=posts,
+        groups=_groups_of(session, posts),
+        contents={post.id: post_content(post, links) for post in posts},
+        guardian_ids=guardian_ids,
+        names=names,
+        address=address,
+        locale=locale,
+        period=period,
+        kind=kind,
+    )
+
+
+def _groups_of(session: Session, posts: Iterable[Post]) -> dict[str, Group]:
+    ids = {post.group_id for post in posts}
+    return {g.id: g for g in session.scalars(select(Group).where(Group.id.in_(ids)))}
+
+
+def _assemble(
+    links: Links,
+    *,
+    school: School,
+    posts: Sequence[Post],
+    groups: dict[str, Group],
+    contents: dict[str, PostContent],
+    guardian_ids: Sequence[str],
+    names: Sequence[str],
+    address: str,
+    locale: str,
+    period: tuple[datetime, datetime] | None,
+    kind: str,
+) -> MailContent:
+    """One mail of ``posts`` (in order), their groups and their already built contents."""
+    present = {post.group_id for post in posts}
+    ordered = sorted(
+        (groups[group_id] for group_id in present),
+        key=lambda g: (GROUP_ORDER[g.kind], g.name.lower(), g.id),
+    )
     sections = tuple(
         GroupSection(
             id=group.id,
             name=group.name,
             kind=group.kind.value,
-            posts=tuple(_post_content(p, links) for p in posts if p.group_id == group.id),
+            posts=tuple(contents[p.id] for p in posts if p.group_id == group.id),
         )
         for group in ordered
     )
@@ -217,3 +253,61 @@ def compose_delivery(session: Session, links: Links, delivery: Delivery) -> Mail
         period=(edition.period_start, edition.cutoff) if edition else None,
         kind=delivery.kind.value,
     )
+
+
+def compose_batch(
+    session: Session, links: Links, deliveries: Sequence[Delivery]
+) -> dict[int, MailContent]:
+    """The content of many outbox rows by id, as ``compose_delivery`` gives it, in few queries.
+
+    The newsletters' schools, editions, names, posts and groups are loaded once for the batch,
+    and each post is built (consent, links, clean HTML) once, however many mails carry it.
+    """
+    contents = {
+        delivery.id: compose_delivery(session, links, delivery)
+        for delivery in deliveries
+        if delivery.kind is not DeliveryKind.NEWSLETTER
+    }
+    newsletters = [d for d in deliveries if d.kind is DeliveryKind.NEWSLETTER]
+    if not newsletters:
+        return contents
+    schools = {
+        school.id: school
+        for school in session.scalars(
+            select(School).where(School.id.in_({d.school_id for d in newsletters}))
+        )
+    }
+    edition_ids = {d.edition_id for d in newsletters if d.edition_id is not None}
+    editions = {
+        edition.id: edition
+        for edition in session.scalars(select(Edition).where(Edition.id.in_(edition_ids)))
+    }
+    sharing: dict[int | None, list[tuple[str, str]]] = {d.id: [] for d in newsletters}
+    for delivery_id, guardian_id, name in session.execute(
+        select(Recipient.delivery_id, Guardian.id, Guardian.name)
+        .join(Recipient, Recipient.guardian_id == Guardian.id)
+        .where(Recipient.delivery_id.in_(list(sharing)))
+        .order_by(Guardian.name, Guardian.id)
+    ):
+        sharing[delivery_id].append((guardian_id, name))
+    posts = load_posts(session, {post_id for d in newsletters for post_id in d.post_ids})
+    groups = _groups_of(session, posts)
+    built = {post.id: post_content(post, links) for post in posts}
+    for delivery in newsletters:
+        wanted = set(delivery.post_ids)
+        edition = editions.get(delivery.edition_id) if delivery.edition_id else None
+        who = sharing[delivery.id]
+        contents[delivery.id] = _assemble(
+            links,
+            school=schools[delivery.school_id],
+            posts=[post for post in posts if post.id in wanted],
+            groups=groups,
+            contents=built,
+            guardian_ids=[guardian_id for guardian_id, _ in who],
+            names=[name for _, name in who],
+            address=delivery.address,
+            locale=delivery.locale,
+            period=(edition.period_start, edition.cutoff) if edition else None,
+            kind=delivery.kind.value,
+        )
+    return contents

@@ -538,7 +538,11 @@ def _read(
             problems.append(Problem(prefix, "must be an object"))
             entries.append(Entry(index, None, False))
             continue
-        obj_id = obj.get("id") if isinstance(obj.get("id"), str) else None
+        raw_id = obj.get("id")
+        # An id the store cannot hold (NUL, lone surrogates) is reported by validation; it must
+        # not reach the queries that look references up.
+        storable = isinstance(raw_id, str) and _UNSTORABLE.search(raw_id) is None
+        obj_id = raw_id if storable else None
         if obj.get("deleted") is True:
             try:
                 Tombstone.model_validate(obj)

@@ -2,13 +2,16 @@
 
 Mails point their images at ``DIGEST_BASE_URL/media/<signed token>``. Until the web app serves
 that endpoint, this server on 127.0.0.1 answers every such path with a generated JPEG, so a
-browser lays the mail out as it would with a parent's real (large) photos.
+browser lays the mail out as it would with a parent's real (large) photos. It also stands in for
+the portal's own image URLs (the web app's ``/media/`` fetches them): ``/media/<name>`` is a
+simple drawing, ``/noise/<name>`` a photo that compresses badly; anything else is a 404.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import random
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -46,15 +49,28 @@ def photo_jpeg(token: str) -> bytes:
     return out.getvalue()
 
 
+@lru_cache(maxsize=16)
+def noise_jpeg(token: str) -> bytes:
+    """A JPEG of ``PHOTO_SIZE`` of random pixels: it compresses badly, as a busy photo does."""
+    seed = int.from_bytes(hashlib.sha256(token.encode()).digest()[:4], "big")
+    pixels = random.Random(seed).randbytes(PHOTO_SIZE[0] * PHOTO_SIZE[1] * 3)
+    out = io.BytesIO()
+    Image.frombytes("RGB", PHOTO_SIZE, pixels).save(out, "JPEG", quality=90)
+    return out.getvalue()
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
 
     def do_GET(self) -> None:
         self.server.standin.requested.append(self.path)
-        if not self.path.startswith("/media/"):
+        if self.path.startswith("/noise/"):
+            body = noise_jpeg(self.path.removeprefix("/noise/"))
+        elif self.path.startswith("/media/"):
+            body = photo_jpeg(self.path.removeprefix("/media/"))
+        else:
             self.send_error(404)
             return
-        body = photo_jpeg(self.path.removeprefix("/media/"))
         self.send_response(200)
         self.send_header("Content-Type", "image/jpeg")
         self.send_header("Content-Length", str(len(body)))

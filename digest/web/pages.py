@@ -30,12 +30,19 @@ def page(
     return response
 
 
-def error_page(request: Request, status_code: int, message: str) -> HTMLResponse:
+def error_page(
+    request: Request, status_code: int, message: str, *, lang: str | None = None
+) -> HTMLResponse:
     """A short, clear page for a 4xx (an expired link, a refused page): nothing changed."""
     return page(
         request,
         "error.html",
-        {"status_code": status_code, "message": message},
+        {
+            "status_code": status_code,
+            "message": message,
+            # The administrators' pages are in English; the rest speak to parents in Dutch.
+            "lang": lang or ("en" if request.url.path.startswith("/admin") else "nl"),
+        },
         status_code=status_code,
     )
 
