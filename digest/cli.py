@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from digest import __version__
 from digest.db import make_engine, pending_migrations, session_factory, upgrade
-from digest.errors import DigestError
+from digest.errors import ConfigError, DigestError
 from digest.settings import Settings, load_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -121,12 +120,14 @@ class DigestGroup(click.Group):
 @click.pass_context
 def main(ctx: click.Context, verbose: bool) -> None:
     """The digest service: a school portal's group news, by email, to the parents who want it."""
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
+    from digest.logs import configure_logging
+
     app = App()
+    try:
+        settings: Settings | None = app.settings
+    except ConfigError:
+        settings = None  # plain text logs; the command that needs the settings says what is wrong
+    configure_logging(settings, verbose)
     ctx.obj = app
     ctx.call_on_close(app.close)
 
@@ -640,6 +641,81 @@ def alerts(app: App, show_all: bool) -> None:
             f"#{alert.id} {alert.kind.value}{school} since {alert.created_at:%Y-%m-%d %H:%M} UTC"
             f" ({state}{until}, x{alert.count}): {alert.message}"
         )
+
+
+@main.command()
+@click.option(
+    "--days",
+    type=click.IntRange(min=1),
+    help="Purge what is older than this many days (default: DIGEST_RETENTION_DAYS).",
+)
+@click.option("--dry-run", is_flag=True, help="Count what would be purged; change nothing.")
+@_at_option("Purge as if it were this time (default: now).")
+@pass_app
+def purge(app: App, days: int | None, dry_run: bool, at_text: str | None) -> None:
+    """Forget old mail rows, audit entries and cached images; keep what once-only needs."""
+    from digest.retention import TABLES, run_retention
+
+    at = resolve_at(at_text, DEFAULT_ZONE)
+    report = run_retention(app.sessions, app.settings, at, days=days, dry_run=dry_run)
+    verb = "would purge" if dry_run else "purged"
+    click.echo(
+        f"{verb} what is older than {days or app.settings.retention_days} days "
+        f"(before {report.before:%Y-%m-%d %H:%M} UTC):"
+    )
+    for table in TABLES:
+        click.echo(f"  {table:<16} {report.counts.get(table, 0)}")
+
+
+@main.command()
+@click.option(
+    "--role",
+    type=click.Choice(["web", "scheduler", "worker"]),
+    default="web",
+    show_default=True,
+    help="web: ask /healthz; scheduler, worker: this host's heartbeat in the database.",
+)
+@click.option(
+    "--url", default="http://127.0.0.1:8000/healthz", show_default=True, help="The web's /healthz."
+)
+@pass_app
+def healthcheck(app: App, role: str, url: str) -> None:
+    """Exit 0 when this machine's (container's) role is healthy, else 1 with the reason."""
+    import socket
+
+    if role == "web":
+        _check_web(url)
+        return
+    from digest.heartbeat import last_beat
+
+    host = socket.gethostname()
+    with app.sessions() as session:
+        latest = last_beat(session, role, host=host)
+    if latest is None:
+        raise DigestError(f"no {role} heartbeat from {host}: is `digest {role}` running here?")
+    age = (datetime.now(UTC) - latest).total_seconds()
+    stale = app.settings.heartbeat_stale_seconds
+    if age > stale:
+        raise DigestError(
+            f"{role} on {host}: last heartbeat {age:.0f} s ago (stale after {stale:g} s)"
+        )
+    click.echo(f"{role} on {host}: heartbeat {age:.0f} s ago")
+
+
+def _check_web(url: str) -> None:
+    from urllib.error import HTTPError, URLError
+    from urllib.request import urlopen
+
+    try:
+        with urlopen(url, timeout=10) as response:
+            body = response.read(2000).decode(errors="replace")
+    except HTTPError as error:
+        detail = error.read(2000).decode(errors="replace")
+        raise DigestError(f"{url} answered {error.code}: {detail}") from None
+    except (URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        raise DigestError(f"{url} did not answer: {reason}") from None
+    click.echo(f"{url}: {body}")
 
 
 @main.command()

@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 from digest.db import session_factory, upgrade
 from digest.ingest import import_document
 from digest.periods import latest_cutoff
-from digest.settings import Settings
+from digest.settings import Settings, without_password
 from digest.status import edition_status, summarize
 from scheduler.jobs import run_edition
 
@@ -266,7 +266,7 @@ def run_demo(
     echo(f"{len(lines)} guardians considered:")
     for key, count in summary.items():
         echo(f"  {key:<22} {count}")
-    echo(f"mail went to {settings.mail_url}")
+    echo(f"mail went to {without_password(settings.mail_url)}")
     when = f"{local:%Y-%m-%dT%H:%M}"
     echo(f"see every guardian:  digest status --school {SCHOOL_ID} --at {when}")
     newsletter = next((line for line in lines if line.status == "sent"), None)

@@ -21,8 +21,9 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="DIGEST_", frozen=True, extra="ignore")
 
-    database_url: str = "sqlite:///./digest.db"
-    mail_url: str = "maildir://./outbox"
+    # Both URLs may carry a password: kept out of the settings' repr.
+    database_url: Annotated[str, Field(repr=False)] = "sqlite:///./digest.db"
+    mail_url: Annotated[str, Field(repr=False)] = "maildir://./outbox"
     base_url: str = "http://127.0.0.1:8000"
     secret_key: Annotated[str, Field(repr=False)] = DEV_SECRET_KEY
     mail_from: str = "nieuwsbrief@localhost"
@@ -115,6 +116,15 @@ class Settings(BaseSettings):
     def mail_domain(self) -> str:
         """The domain for Message-IDs: the configured one, else the sender's."""
         return self.message_id_domain or self.mail_from.rsplit("@", 1)[1]
+
+
+def without_password(url: str) -> str:
+    """``url`` with its password masked, for printing (``smtp://user:***@host:587``)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rpartition("@")
+    return parts._replace(netloc=f"{parts.username}:***@{netloc[2]}").geturl()
 
 
 def load_settings(**overrides: object) -> Settings:

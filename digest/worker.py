@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from digest.deliver import Deliverer, SendReport, count_due
 from digest.dkim import Signer
+from digest.heartbeat import Pulse
 from digest.settings import Settings
 from digest.transports import open_transport
 
@@ -85,10 +86,19 @@ async def run_worker(
         except (NotImplementedError, RuntimeError):  # pragma: no cover - not the main thread
             pass
     report = WorkerReport()
+    pulse = Pulse(sessions, "worker")
+
+    def advance(done: int) -> None:
+        # A long burst beats from inside the pass; the pulse writes at most every 15 s.
+        pulse.beat()
+        if progress is not None:
+            progress(done)
+
     try:
         while not deliverer.stopping:
+            pulse.beat()
             now = at or datetime.now(UTC)
-            result = await deliverer.run(now, school_id=school_id, progress=progress)
+            result = await deliverer.run(now, school_id=school_id, progress=advance)
             report.add(result)
             if deliverer.stopping:
                 break
@@ -102,11 +112,16 @@ async def run_worker(
             if result.paused_until is not None:
                 delay = max(poll, (result.paused_until - datetime.now(UTC)).total_seconds())
             wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), timeout=delay)
+            # A long wait (a paused transport) is cut in slices, so the heartbeat stays fresh.
+            until = loop.time() + delay
+            while not wake.is_set() and (left := until - loop.time()) > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), timeout=min(left, pulse.every))
+                pulse.beat()
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)
+        pulse.stop()
         await deliverer.transport.close()
     report.stopped = deliverer.stopping
     return report
