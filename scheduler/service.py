@@ -11,6 +11,9 @@ Jobs and where they live:
 - ``notify`` (every ``DIGEST_NOTIFY_INTERVAL_SECONDS``, in memory): queues per-post mails.
 - ``deliver`` (every ``DIGEST_RETRY_INTERVAL_SECONDS``, in memory, only with the embedded worker):
   sends what is due, retries included; an edition or notify run starts it at once.
+- ``heartbeat`` (every 15 s, in memory): the scheduler's sign of life for ``/healthz``.
+- ``retention`` (daily at 03:30 UTC, in memory): purges what is older than
+  ``DIGEST_RETENTION_DAYS`` (``digest.retention``).
 
 The interval jobs belong to this process, so they stay out of the shared store. APScheduler 3
 cannot share a job store between processes; two schedulers started by mistake both fire, and
@@ -40,6 +43,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from digest.deliver import Deliverer
+from digest.heartbeat import Pulse
 from digest.models import AlertKind, School
 from digest.periods import WEEKDAYS
 from digest.plan import in_holiday
@@ -51,6 +55,7 @@ log = logging.getLogger(__name__)
 EDITION_PREFIX = "edition:"
 RETRY_PREFIX = "edition-retry:"
 SYNC_SECONDS = 60.0
+HEARTBEAT_SECONDS = 15.0
 RUN_FAILED_RETRY = timedelta(minutes=5)
 
 
@@ -88,6 +93,7 @@ class Runtime:
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     delivering: asyncio.Lock = field(default_factory=asyncio.Lock)
     again: bool = False
+    pulse: Pulse | None = None
 
     @property
     def grace(self) -> timedelta:
@@ -152,6 +158,19 @@ async def deliver_due() -> None:
 
 def sync() -> None:
     sync_jobs(_current().scheduler, _current().sessions, _current().settings)
+
+
+def heartbeat() -> None:
+    pulse = _current().pulse
+    if pulse is not None:
+        pulse.beat(force=True)
+
+
+def retention() -> None:
+    from digest.retention import run_retention
+
+    runtime = _current()
+    run_retention(runtime.sessions, runtime.settings, runtime.clock())
 
 
 # --- keeping the jobs in line with the schools --------------------------------------------------
@@ -287,6 +306,27 @@ def add_interval_jobs(scheduler: BaseScheduler, settings: Settings, *, worker: b
         misfire_grace_time=int(settings.notify_interval_seconds) + 1,
         replace_existing=True,
     )
+    scheduler.add_job(
+        "scheduler.service:heartbeat",
+        "interval",
+        seconds=HEARTBEAT_SECONDS,
+        id="heartbeat",
+        name="the scheduler's heartbeat",
+        jobstore="local",
+        next_run_time=now,
+        misfire_grace_time=int(HEARTBEAT_SECONDS),
+        replace_existing=True,
+    )
+    scheduler.add_job(
+        "scheduler.service:retention",
+        "cron",
+        hour=3,
+        minute=30,
+        id="retention",
+        name="purge what is older than the retention age",
+        jobstore="local",
+        replace_existing=True,
+    )
     if worker:
         scheduler.add_job(
             "scheduler.service:deliver_due",
@@ -325,6 +365,7 @@ async def serve(
     if worker and deliverer is None:
         deliverer = open_deliverer(sessions, settings)
     runtime = Runtime(sessions, settings, scheduler, deliverer if worker else None)
+    runtime.pulse = Pulse(sessions, "scheduler")
     install(runtime)
     stopping = stopping or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -363,6 +404,7 @@ async def serve(
         scheduler.shutdown(wait=False)
         if runtime.deliverer is not None:
             await runtime.deliverer.transport.close()
+        runtime.pulse.stop()
         install(None)
 
 

@@ -539,6 +539,16 @@ def test_two_real_scheduler_processes_send_the_edition_at_the_next_minute_once(
             time.sleep(0.2)
         arrived = datetime.now(AMS)
         assert arrived >= cutoff
+        alive = subprocess.run(
+            [sys.executable, "-m", "digest", "healthcheck", "--role", "scheduler"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert alive.returncode == 0, alive.stderr
+        assert "scheduler on" in alive.stdout and "heartbeat" in alive.stdout
         time.sleep(2)  # the other scheduler's run, had it planned a second edition, would show
         for process in both:
             process.send_signal(signal.SIGTERM)
@@ -618,6 +628,16 @@ def test_sigterm_lets_the_sends_in_flight_finish_and_leaves_the_rest_queued(
             time.sleep(0.05)
         process.send_signal(signal.SIGTERM)
         out, err = process.communicate(timeout=60)
+        # A clean exit takes the scheduler's heartbeat away: the container's check says so.
+        gone = subprocess.run(
+            [sys.executable, "-m", "digest", "healthcheck", "--role", "scheduler"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert gone.returncode == 1 and "no scheduler heartbeat" in gone.stderr
     finally:
         if process.poll() is None:
             process.kill()
@@ -640,3 +660,24 @@ def test_sigterm_lets_the_sends_in_flight_finish_and_leaves_the_rest_queued(
     )
     assert rest.returncode == 0, rest.stderr
     assert received(smtp_server) == Counter({f"p{n}@ouders.example": 1 for n in range(1, 9)})
+
+
+def test_the_scheduler_purges_with_the_retention_job(engine, sessions) -> None:
+    """The daily job is the retention module's purge; a year later the old rows are gone."""
+    from scheduler import service
+
+    load(sessions, weekly_school())
+    settings = load_settings(mail_url="null://", retention_days=365)
+    jobs.run_scheduled_edition(sessions, "s1", CUTOFF, grace=GRACE)
+    asyncio.run(jobs.send_due(sessions, settings, CUTOFF))
+    with sessions() as session:
+        assert set(session.scalars(select(Delivery.status))) == {DeliveryStatus.SENT}
+    with time_machine.travel(CUTOFF + timedelta(days=400), tick=False):
+        service.install(service.Runtime(sessions, settings, build_scheduler(engine, settings)))
+        try:
+            service.retention()
+        finally:
+            service.install(None)
+    with sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Delivery)) == 0
+        assert session.scalar(select(func.count()).select_from(EditionPost)) == 2
