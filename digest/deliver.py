@@ -19,15 +19,15 @@ import logging
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from email.policy import SMTP
 
-from sqlalchemy import ColumnElement, and_, exists, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, exists, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from digest.bounces import suppresses_address
-from digest.compose import compose_delivery
+from digest.compose import compose_batch
+from digest.content import MailContent
 from digest.errors import DeliveryFailed, TransportError
 from digest.links import Links
 from digest.models import (
@@ -77,6 +77,16 @@ class _Outcome:
     suppress: str | None = None  # an address to suppress, with ``reply`` as the reason
     pause: str | None = None  # the server blames the sender: pause the transport
     parts_sent: int = 0
+
+
+def _plain_success(outcome: _Outcome) -> bool:
+    """Sent, with a reply, nothing to suppress or pause: recorded without reading the row."""
+    return (
+        outcome.status is DeliveryStatus.SENT
+        and bool(outcome.reply)
+        and outcome.suppress is None
+        and outcome.pause is None
+    )
 
 
 def _due(at: datetime, school_id: str | None) -> ColumnElement[bool]:
@@ -187,6 +197,7 @@ class _Prepared:
     size: int | None
     parts_sent: int = 0  # parts accepted by an earlier attempt
     skip: SkipReason = SkipReason.NO_POSTS  # why, when there are no parts
+    content: MailContent | None = None  # what to render into ``parts`` just before sending
 
 
 class RateLimit:
@@ -271,36 +282,57 @@ class Deliverer:
         return report
 
     def _prepare(self, ids: Sequence[int], at: datetime) -> list[_Prepared]:
-        """Render each claimed row (consent and deletions are checked now, not at planning)."""
-        prepared = []
+        """What each claimed row says (consent and deletions are checked now, not at planning)."""
         with self.sessions() as session:
-            for delivery in session.scalars(select(Delivery).where(Delivery.id.in_(ids))):
-                prepared.append(self._render_one(session, delivery, at))
-        return prepared
+            deliveries = list(session.scalars(select(Delivery).where(Delivery.id.in_(ids))))
+            # The batch in a handful of queries, not a handful per row.
+            suppressed = set(
+                session.scalars(
+                    select(Suppression.address).where(
+                        Suppression.address.in_({d.address for d in deliveries})
+                    )
+                )
+            )
+            contents = compose_batch(
+                session, self.links, [d for d in deliveries if d.address not in suppressed]
+            )
+            return [
+                self._render_one(session, delivery, at, contents.get(delivery.id))
+                for delivery in deliveries
+            ]
 
-    def _render_one(self, session: Session, delivery: Delivery, at: datetime) -> _Prepared:
-        if session.get(Suppression, delivery.address) is not None:
+    def _render_one(
+        self, session: Session, delivery: Delivery, at: datetime, content: MailContent | None
+    ) -> _Prepared:
+        if content is None:
             # Suppressed since planning (a bounce of another mail): this one would bounce too.
             return _Prepared(delivery.id, delivery.address, (), None, skip=SkipReason.SUPPRESSED)
-        content = compose_delivery(session, self.links, delivery)
         school = session.get_one(School, delivery.school_id)
         if content.post_count == 0 and not (
             school.send_empty and delivery.kind is DeliveryKind.NEWSLETTER
         ):
             return _Prepared(delivery.id, delivery.address, (), None)
-        rendered = self.renderer.render_parts(content, now=at)
+        # Rendered in its send's turn, not here: the server then reads one mail while we render
+        # the next, instead of waiting for the whole batch.
+        return _Prepared(
+            delivery.id, delivery.address, (), None, delivery.parts_sent, content=content
+        )
+
+    def _render(self, item: _Prepared, at: datetime) -> _Prepared:
+        assert item.content is not None
+        rendered = self.renderer.render_parts(item.content, now=at)
         parts = []
         for mail in rendered:
-            data = mail.message.as_bytes(policy=SMTP)
+            data = mail.data  # CRLF, encoded: written directly, not through EmailMessage
             if self.signer is not None:
                 data = self.signer(data)
-            parts.append((data, str(mail.message["Message-ID"])))
-        return _Prepared(
-            delivery_id=delivery.id,
-            address=delivery.address,
+            parts.append((data, mail.message_id))
+        return replace(
+            item,
             parts=tuple(parts),
             size=max(mail.size for mail in rendered),
-            parts_sent=min(delivery.parts_sent, len(parts)),
+            parts_sent=min(item.parts_sent, len(parts)),
+            content=None,
         )
 
     async def _send_all(
@@ -314,16 +346,42 @@ class Deliverer:
     ) -> None:
         gate = asyncio.Semaphore(self.concurrency)
         pause_resolved = not pause_open  # the first accepted mail resolves an open pause
+        pending: list[tuple[_Outcome, asyncio.Future[DeliveryStatus]]] = []
+        writing = asyncio.Lock()
+
+        async def record(outcome: _Outcome) -> DeliveryStatus:
+            # Committed now, not with the batch: a crash repeats only what was in flight. The
+            # first outcome to arrive writes, in one transaction, every outcome that arrived
+            # before the previous write was done (a group commit); the write runs in a thread,
+            # so the other sends go on while the database commits.
+            future: asyncio.Future[DeliveryStatus] = asyncio.get_running_loop().create_future()
+            pending.append((outcome, future))
+            if len(pending) == 1:
+                async with writing:
+                    batch = pending[:]
+                    pending.clear()
+                    try:
+                        statuses = await asyncio.to_thread(
+                            self._record_many, [queued for queued, _ in batch], at
+                        )
+                    except Exception as exc:
+                        for _, waiting in batch:
+                            waiting.set_exception(exc)
+                    else:
+                        for (_, waiting), final in zip(batch, statuses, strict=True):
+                            waiting.set_result(final)
+            return await future
 
         async def one(item: _Prepared) -> None:
             nonlocal pause_resolved
             async with gate:
+                if item.content is not None and report.paused is None and not self._stopping:
+                    item = self._render(item, at)
                 outcome = await self._send_one(item, report)
                 if outcome.status is DeliveryStatus.SENT and not pause_resolved:
                     pause_resolved = True
                     self._resolve_pause(at)
-                # Committed now, not with the batch: a crash repeats only what was in flight.
-                status = self._record(outcome, at)
+                status = await record(outcome)
             report.add(status.value)
             if progress:
                 progress(1)
@@ -331,7 +389,7 @@ class Deliverer:
         await asyncio.gather(*(one(item) for item in prepared))
 
     async def _send_one(self, item: _Prepared, report: SendReport) -> _Outcome:
-        if not item.parts:
+        if not item.parts and item.content is None:
             return _Outcome(item.delivery_id, DeliveryStatus.SKIPPED, item.skip)
         if report.paused is not None or self._stopping:
             return _Outcome(item.delivery_id, DeliveryStatus.QUEUED)  # back to the queue
@@ -350,7 +408,12 @@ class Deliverer:
                 # address's fault. Pause like a sender-blaming reply.
                 return self._pause(item, report, f"transport: {error}", parts_sent=number)
             reply = result.reply
-        log.info("delivery %s sent (%d part(s))", item.delivery_id, len(item.parts))
+        log.info(
+            "delivery %s sent (%d part(s))",
+            item.delivery_id,
+            len(item.parts),
+            extra={"delivery_id": item.delivery_id},
+        )
         return _Outcome(
             item.delivery_id,
             DeliveryStatus.SENT,
@@ -377,7 +440,11 @@ class Deliverer:
         self, item: _Prepared, failure: DeliveryFailed, report: SendReport, *, parts_sent: int
     ) -> _Outcome:
         log.warning(
-            "delivery %s not accepted (%s): %s", item.delivery_id, failure.blame, failure.smtp_code
+            "delivery %s not accepted (%s): %s",
+            item.delivery_id,
+            failure.blame,
+            failure.smtp_code,
+            extra={"delivery_id": item.delivery_id},
         )
         if failure.blame == "recipient":
             # Only "no such address" (5.1.x, 5.2.1) keeps the address out of later mail; a
@@ -397,42 +464,83 @@ class Deliverer:
             item.delivery_id, DeliveryStatus.RETRY, reply=failure.reply, parts_sent=parts_sent
         )
 
-    def _record(self, outcome: _Outcome, at: datetime) -> DeliveryStatus:
+    def _record_many(self, outcomes: Sequence[_Outcome], at: datetime) -> list[DeliveryStatus]:
+        """Write outcomes in one transaction; each row's final status, in order."""
+        # A plain success needs nothing read: one UPDATE for all of them. The rest go through
+        # the row (a retry's schedule depends on its attempts and first attempt).
+        plain = [o for o in outcomes if _plain_success(o)]
+        other = [o for o in outcomes if not _plain_success(o)]
+        with self.sessions() as session, session.begin():
+            if plain:
+                session.connection().execute(
+                    update(Delivery.__table__)  # type: ignore[arg-type]
+                    .where(Delivery.__table__.c.id == bindparam("row_id"))
+                    .values(
+                        status=DeliveryStatus.SENT,
+                        reason=None,
+                        lease_until=None,
+                        last_reply=bindparam("reply"),
+                        parts_sent=bindparam("parts"),
+                        sent_at=at,
+                        message_id=bindparam("message"),
+                        size_bytes=bindparam("size"),
+                        next_attempt_at=None,
+                    ),
+                    [
+                        {
+                            "row_id": o.delivery_id,
+                            "reply": o.reply,
+                            "parts": o.parts_sent,
+                            "message": o.message_id,
+                            "size": o.size,
+                        }
+                        for o in plain
+                    ],
+                )
+            if other:
+                ids = [outcome.delivery_id for outcome in other]
+                list(session.scalars(select(Delivery).where(Delivery.id.in_(ids))))  # one query
+            recorded = {o.delivery_id: self._record(session, o, at) for o in other}
+        return [recorded.get(o.delivery_id, DeliveryStatus.SENT) for o in outcomes]
+
+    def _record(self, session: Session, outcome: _Outcome, at: datetime) -> DeliveryStatus:
         """Write one outcome; the row's final status (a retry past the maximum age expires)."""
         settings = self.settings
-        with self.sessions() as session, session.begin():
-            row = session.get_one(Delivery, outcome.delivery_id)
-            row.status = outcome.status
-            row.reason = outcome.reason
-            row.lease_until = None
-            row.last_reply = outcome.reply or row.last_reply
-            row.parts_sent = max(row.parts_sent, outcome.parts_sent)
-            if outcome.status is DeliveryStatus.SENT:
-                row.sent_at = at
-                row.message_id = outcome.message_id
-                row.size_bytes = outcome.size
+        row = session.get_one(Delivery, outcome.delivery_id)
+        row.status = outcome.status
+        row.reason = outcome.reason
+        row.lease_until = None
+        row.last_reply = outcome.reply or row.last_reply
+        row.parts_sent = max(row.parts_sent, outcome.parts_sent)
+        if outcome.status is DeliveryStatus.SENT:
+            row.sent_at = at
+            row.message_id = outcome.message_id
+            row.size_bytes = outcome.size
+            row.next_attempt_at = None
+        elif outcome.status is DeliveryStatus.RETRY:
+            give_up_at = (row.first_attempt_at or at) + timedelta(hours=settings.retry_max_hours)
+            if at >= give_up_at:
+                row.status = DeliveryStatus.EXPIRED
                 row.next_attempt_at = None
-            elif outcome.status is DeliveryStatus.RETRY:
-                give_up_at = (row.first_attempt_at or at) + timedelta(
-                    hours=settings.retry_max_hours
+                log.warning(
+                    "delivery %s expired after %d attempts",
+                    row.id,
+                    row.attempts,
+                    extra={"delivery_id": row.id},
                 )
-                if at >= give_up_at:
-                    row.status = DeliveryStatus.EXPIRED
-                    row.next_attempt_at = None
-                    log.warning("delivery %s expired after %d attempts", row.id, row.attempts)
-                else:
-                    first = timedelta(minutes=settings.retry_first_minutes)
-                    # The last try falls on the maximum age, not a doubled delay beyond it.
-                    row.next_attempt_at = min(at + backoff(row.attempts, first=first), give_up_at)
-            elif outcome.status is DeliveryStatus.QUEUED:
-                row.attempts = max(row.attempts - 1, 0)  # not this address's fault
-            if outcome.suppress and session.get(Suppression, outcome.suppress) is None:
-                session.add(
-                    Suppression(address=outcome.suppress, reason=outcome.reply or "", created_at=at)
-                )
-            if outcome.pause:
-                self._open_pause(session, outcome.pause, at)
-            return row.status
+            else:
+                first = timedelta(minutes=settings.retry_first_minutes)
+                # The last try falls on the maximum age, not a doubled delay beyond it.
+                row.next_attempt_at = min(at + backoff(row.attempts, first=first), give_up_at)
+        elif outcome.status is DeliveryStatus.QUEUED:
+            row.attempts = max(row.attempts - 1, 0)  # not this address's fault
+        if outcome.suppress and session.get(Suppression, outcome.suppress) is None:
+            session.add(
+                Suppression(address=outcome.suppress, reason=outcome.reply or "", created_at=at)
+            )
+        if outcome.pause:
+            self._open_pause(session, outcome.pause, at)
+        return row.status
 
     def _open_pause(self, session: Session, reply: str, at: datetime) -> None:
         """Open the transport pause (or lengthen the open one): an alert every worker honours."""

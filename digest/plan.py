@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from digest.errors import DigestError, UnknownSchool
 from digest.models import (
+    Base,
     Delivery,
     DeliveryKind,
     DeliveryStatus,
@@ -30,7 +31,6 @@ from digest.models import (
     Guardian,
     Post,
     Preference,
-    Recipient,
     School,
     SkipReason,
     Suppression,
@@ -424,7 +424,9 @@ def _write_decision(
                     }
                 )
     if recipients:
-        session.execute(insert(Recipient), recipients)
+        # The table's insert, not the ORM's bulk insert, which splits the rows by which values
+        # are None (skipped: no delivery; queued: no reason) into two statements.
+        session.execute(insert(Base.metadata.tables["recipients"]), recipients)
 
 
 def decision_counts(decision: PlanDecision) -> dict[str, int]:

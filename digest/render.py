@@ -1,16 +1,31 @@
-"""Render a mail: MailContent → HTML (MJML, CSS inlined) + plain text + headers, one EmailMessage.
+"""Render a mail: MailContent → HTML (MJML, CSS inlined) + plain text + headers, the mail's bytes.
 
 Preview and sending both call ``Renderer.render``, so an administrator sees what a parent gets.
+
+The HTML template is compiled once per language: its MJML is compiled and its CSS inlined at
+start-up, with each Jinja statement kept in place as an HTML comment (``<!--{% … %}-->``, inside
+``<mj-raw>`` between MJML elements), which MRML and the HTML parser leave where it is; the comments
+are then unwrapped into a Jinja template of finished HTML. A mail is one Jinja render of that.
+``Renderer.reference_html`` is the per-message pipeline it replaces (Jinja → MJML → css-inline),
+kept to prove the two equal (tests/test_render_equality.py) and to measure against. For them to
+be equal the template's layout must not depend on data: no element whose styling depends on its
+siblings or on a value, and the teacher's HTML, which is data, is styled inside its wrappers once
+per post (``.post .body``) with the same CSS.
 """
 
 from __future__ import annotations
 
+import email
+import functools
+import itertools
 import logging
 import re
+import secrets
 import textwrap
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, tzinfo
-from email.headerregistry import Address, BaseHeader, HeaderRegistry, UniqueUnstructuredHeader
+from email.headerregistry import BaseHeader, HeaderRegistry, UniqueUnstructuredHeader
 from email.message import EmailMessage
 from email.policy import SMTP, Policy
 from email.utils import format_datetime, make_msgid
@@ -20,10 +35,12 @@ from urllib.parse import quote, urlsplit
 from zoneinfo import ZoneInfo
 
 import css_inline
+from babel.support import Translations
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template, select_autoescape
 from markupsafe import Markup
 from mjml import mjml2html
 
+from digest import mime
 from digest.calendar import attachment_name, mail_calendar
 from digest.content import (
     MAX_THUMBNAILS as MAX_THUMBNAILS,  # re-exported: how many photos a post shows in the mail
@@ -35,6 +52,7 @@ from digest.content import (
     MailContent,
     Photo,
     PostContent,
+    SchoolInfo,
     SignupInfo,
 )
 from digest.i18n import (
@@ -56,6 +74,9 @@ GMAIL_CLIP_BYTES = 102 * 1024
 # encoded for SMTP (a few dozen lines) and the part's final newline.
 CLIP_BYTES = 100_000
 TEXT_WIDTH = 72
+# How many posts' rendered pieces each cache keeps. An edition goes school by school (rows in
+# planning order), so a few schools' worth is enough; more would only grow the memory.
+_POSTS_CACHED = 512
 _SAFE_SCHEMES = frozenset({"https", "http", "mailto"})
 
 logger = logging.getLogger(__name__)
@@ -65,11 +86,24 @@ logger = logging.getLogger(__name__)
 class RenderedMail:
     """A finished mail and its parts, for sending and for the admin preview."""
 
-    message: EmailMessage
+    data: bytes  # the mail as sent: CRLF line ends, headers encoded, bodies quoted-printable
+    message_id: str
     html: str
     text: str
     subject: str
     size: int  # len(html.encode("utf-8")): what Gmail measures against its 102 KB clip
+
+    @functools.cached_property
+    def message(self) -> EmailMessage:
+        """The mail parsed back, for whoever wants headers and parts rather than bytes."""
+        parsed = email.message_from_bytes(self.data, policy=MAIL_POLICY)
+        assert isinstance(parsed, EmailMessage)
+        # Parsed headers are kept as source text, which a later flatten with another policy
+        # would refold at 78 columns, breaking a long URL: set these two as header objects.
+        for name in ("List-Id", "List-Unsubscribe"):
+            if name in parsed:
+                parsed.replace_header(name, str(parsed[name]))
+        return parsed
 
 
 _PART_ID = re.compile(r"<?([^<>@\s]+)\.p(\d+)@([^<>@\s]+)>?")
@@ -107,6 +141,9 @@ class _Html:
     context: dict[str, Any]
     subject: str
     html: str
+    # ``html`` in pieces, each post's the same string object for every mail that carries it:
+    # digest.mime encodes such a piece once (``html`` is their concatenation).
+    segments: tuple[str, ...]
 
     @property
     def size(self) -> int:
@@ -115,28 +152,25 @@ class _Html:
 
 @dataclass(frozen=True)
 class _Chrome:
-    """One language's compiled templates."""
+    """One language's templates; ``html`` is compiled once (MJML and CSS done), see the top."""
 
     html: Template
+    post: Template  # one post of ``html``, compiled with it
+    html_source: Template  # the MJML template itself, for the per-message reference pipeline
+    styles: str  # the page's <style> elements, to style teacher HTML with
     text: Template
+    text_post: Template  # one post of ``text``
     subject: Template
     overview: Template
 
 
 class Renderer:
-    """Turns MailContent into an EmailMessage; templates and catalogues are loaded once."""
+    """Turns MailContent into a mail; templates are compiled once per language at start-up."""
 
     def __init__(self, settings: Settings, templates_dir: Path | None = None) -> None:
         self._settings = settings
         self._templates_dir = templates_dir or templates_path()
         self._locale_dir = self._templates_dir / "locale"
-        self._chrome = {
-            locale: self._load(locale) for locale in available_locales(self._locale_dir)
-        }
-        if DEFAULT_LOCALE not in self._chrome:
-            raise FileNotFoundError(
-                f"no {DEFAULT_LOCALE} catalogue under {self._locale_dir} (the fallback locale)"
-            )
         self._inliner = css_inline.CSSInliner(
             load_remote_stylesheets=False,
             keep_link_tags=False,
@@ -144,21 +178,64 @@ class Renderer:
             keep_at_rules=True,  # the responsive and dark-mode @media rules cannot be inlined
             minify_css=True,
         )
+        self._chrome = {
+            locale: self._load(locale) for locale in available_locales(self._locale_dir)
+        }
+        if DEFAULT_LOCALE not in self._chrome:
+            raise FileNotFoundError(
+                f"no {DEFAULT_LOCALE} catalogue under {self._locale_dir} (the fallback locale)"
+            )
+        # A post goes to every parent of its group: style its HTML, and format its dates, once.
+        self._styled_body = functools.lru_cache(maxsize=_POSTS_CACHED)(self._style_body)
+        self._overview = functools.lru_cache(maxsize=_POSTS_CACHED)(self._overview_text)
+        self._calendar = functools.lru_cache(maxsize=_POSTS_CACHED)(self._events_calendar)
+        self._posts: dict[tuple[object, ...], str] = {}  # posts rendered, HTML (Markup) and text
+        # Marks a post's place in a rendered page; random, so no text in a mail can forge one.
+        self._mark = f"\U000f0000{secrets.token_hex(8)}\U000f0000"
 
-    def render(self, content: MailContent, *, now: datetime | None = None) -> RenderedMail:
+    def render(
+        self, content: MailContent, *, now: datetime | None = None, message_id: str | None = None
+    ) -> RenderedMail:
         """Render ``content`` in its locale (a locale without catalogue falls back to Dutch)."""
         compiled = self._html(content, now)
-        content, subject, html = compiled.content, compiled.subject, compiled.html
-        plain_sections = [
-            (section, [_plain_post(post) for post in section.posts]) for section in content.sections
-        ]
-        text_template = self._chrome[compiled.locale].text
-        text = _wrap(
-            text_template.render(compiled.context, subject=subject, plain_sections=plain_sections)
+        subject, html = compiled.subject, compiled.html
+        text = self._text(compiled)
+        message_id = message_id or make_msgid(domain=self._settings.mail_domain)
+        data = self.message_bytes(
+            compiled.content,
+            compiled.locale,
+            subject,
+            text,
+            compiled.segments,
+            compiled.now,
+            message_id,
         )
-        message = self._message(content, compiled.locale, subject, text, html, compiled.now)
         return RenderedMail(
-            message=message, html=html, text=text, subject=subject, size=compiled.size
+            data=data,
+            message_id=message_id,
+            html=html,
+            text=text,
+            subject=subject,
+            size=compiled.size,
+        )
+
+    def html_and_text(
+        self, content: MailContent, *, now: datetime | None = None
+    ) -> tuple[str, str, str]:
+        """(subject, HTML part, text part) of ``content``: ``render`` without the message."""
+        compiled = self._html(content, now)
+        return compiled.subject, compiled.html, self._text(compiled)
+
+    def _text(self, compiled: _Html) -> str:
+        plain_sections = [
+            (section, [_plain_post(post) for post in section.posts])
+            for section in compiled.content.sections
+        ]
+        template = self._chrome[compiled.locale].text
+        return _wrap(
+            template.render(
+                compiled.context, subject=compiled.subject, plain_sections=plain_sections
+            )
         )
 
     def render_parts(
@@ -187,17 +264,19 @@ class Renderer:
             if len(bounds) == parts:
                 break
             parts = len(bounds)
+        # Part N's Message-ID is part 1's with ".pN" added, so the outbox row (which keeps part
+        # 1's) can be found from a bounce of any part.
+        first_id = whole.message_id
         mails = []
         for number, (first, end) in enumerate(bounds, start=1):
-            mail = self.render(_part_content(content, posts[first:end], number, parts), now=now)
+            mail = self.render(
+                _part_content(content, posts[first:end], number, parts),
+                now=now,
+                message_id=first_id if number == 1 else part_message_id(first_id, number),
+            )
             if mail.size > limit:  # only a part holding a single post can be
                 _warn_oversized(content, mail.size, limit, posts[first][1].id)
             mails.append(mail)
-        # Part N's Message-ID is part 1's with ".pN" added, so the outbox row (which keeps part
-        # 1's) can be found from a bounce of any part.
-        first_id = str(mails[0].message["Message-ID"])
-        for number, mail in enumerate(mails[1:], start=2):
-            mail.message.replace_header("Message-ID", part_message_id(first_id, number))
         return mails
 
     def _pack(
@@ -233,8 +312,17 @@ class Renderer:
             first = best
         return bounds
 
-    def _html(self, content: MailContent, now: datetime | None) -> _Html:
-        """The subject and the HTML part, and what the text part needs to follow them."""
+    def _html(
+        self,
+        content: MailContent,
+        now: datetime | None,
+        *,
+        reference: Callable[[str], str] | None = None,
+    ) -> _Html:
+        """The subject and the HTML part, and what the text part needs to follow them.
+
+        ``reference``: the per-message pipeline, with this CSS inliner (see ``reference_html``).
+        """
         if content.kind == "post" and [len(s.posts) for s in content.sections] != [1]:
             raise ValueError("a per-post mail has exactly one group with one post")
         locale = resolve_locale(content.locale, self._locale_dir)
@@ -242,11 +330,35 @@ class Renderer:
         tz = ZoneInfo(content.school.timezone)
         now = _aware(now or datetime.now(UTC), tz)
         content = _with_safe_urls(content)
-        context = self._context(content, locale, tz, now)
+        context = self._context(content, locale, tz, now, reference=reference is not None)
         subject = _header_text(chrome.subject.render(context))
-        mjml = chrome.html.render(context, subject=subject)
-        html = self._inliner.inline(_lean_reset(mjml2html(mjml, fonts={}, disable_comments=True)))
-        return _Html(content, locale, now, context, subject, html)
+        if reference is not None:
+            mjml = chrome.html_source.render(context, subject=subject)
+            html = reference(_lean_reset(mjml2html(mjml, fonts={}, disable_comments=True)))
+            return _Html(content, locale, now, context, subject, html, (html,))
+        # Each post's HTML is a mark in the page, replaced by the post's cached string.
+        pieces = chrome.html.render(context, subject=subject).split(self._mark)
+        posts = context["rendered_posts"]
+        segments = tuple(
+            posts[int(piece)] if odd else piece
+            for odd, piece in zip(itertools.cycle((False, True)), pieces, strict=False)
+        )
+        return _Html(content, locale, now, context, subject, "".join(segments), segments)
+
+    def reference_html(
+        self,
+        content: MailContent,
+        *,
+        now: datetime | None = None,
+        inline: Callable[[str], str] | None = None,
+    ) -> str:
+        """The HTML part by the per-message pipeline: Jinja → mjml-python → css-inline.
+
+        What ``render`` did before the template was compiled once; the two must be equal (up to
+        whitespace and how characters are escaped); the benchmarks measure one against the other
+        (``inline`` replaces css-inline, e.g. by premailer).
+        """
+        return self._html(content, now, reference=inline or self._inliner.inline).html
 
     # --- templates ----------------------------------------------------------------------------
 
@@ -259,120 +371,203 @@ class Renderer:
             # Newstyle gettext: %-formatting happens in the call, and with autoescape the
             # variables are escaped while the translator's text is trusted.
             env.install_gettext_translations(catalogue, newstyle=True)  # type: ignore[attr-defined]
+        loader = html_env.loader
+        assert loader is not None
+        source = loader.get_source(html_env, "newsletter.mjml.j2")[0]
+        post = loader.get_source(html_env, _POST_TEMPLATE)[0]
+        # The post's template goes in whole (so its CSS is inlined in its place), between marks
+        # where the compiled page is cut in two: the page, and the post it renders once per post.
+        if source.count(_POST_INCLUDE) != 1:
+            raise ValueError(f"newsletter.mjml.j2 must hold {_POST_INCLUDE} once")
+        source = source.replace(_POST_INCLUDE, f"{_POST_MARK}{post}{_POST_MARK}")
+        page = _lean_reset(mjml2html(_statements_as_comments(source), fonts={}))
+        before, post, after = _comments_as_statements(self._inliner.inline(page)).split(_POST_MARK)
+        html = f"{before}{{{{ post_html(post, section) }}}}{after}"
+        text = loader.get_source(text_env, "newsletter.txt.j2")[0]
+        if text.count(_TEXT_INCLUDE) != 1:
+            raise ValueError(f"newsletter.txt.j2 must hold {_TEXT_INCLUDE} once")
+        # The include's line end is trimmed (trim_blocks); an expression's would not be.
+        text = text.replace(f"{_TEXT_INCLUDE}\n", "{{ post_text(item) }}")
+        text_post = loader.get_source(text_env, _TEXT_POST_TEMPLATE)[0]
         return _Chrome(
-            html=html_env.get_template("newsletter.mjml.j2"),
-            text=text_env.get_template("newsletter.txt.j2"),
+            html=html_env.from_string(_translated(html, catalogue)),
+            post=html_env.from_string(_translated(post, catalogue)),
+            html_source=html_env.get_template("newsletter.mjml.j2"),
+            styles="".join(_STYLE.findall(_CONDITIONAL.sub("", page))),
+            text=text_env.from_string(_translated(text, catalogue)),
+            text_post=text_env.from_string(_translated(text_post, catalogue)),
             subject=text_env.get_template("subject.txt.j2"),
             overview=text_env.get_template("overview.txt.j2"),
         )
 
+    def _style_body(self, body_html: str, styles: str) -> Markup:
+        """Teacher HTML with the page's CSS inlined as if it sat in ``.post .body``."""
+        page = (
+            f"<!DOCTYPE html><html><head>{styles}</head><body>"
+            f'<div class="post"><div class="body"><!--{_BODY_MARK}-->{body_html}'
+            f"<!--{_BODY_MARK}--></div></div></body></html>"
+        )
+        return Markup(self._inliner.inline(page).split(f"<!--{_BODY_MARK}-->")[1])
+
+    def _events_calendar(
+        self, posts: tuple[PostContent, ...], school: SchoolInfo, now: datetime
+    ) -> bytes | None:
+        """The calendar of these event posts (the same for every parent of their groups)."""
+        if not posts:
+            return None
+        events = MailContent(school, "", (), "", (GroupSection("", "", "", posts),))
+        return mail_calendar(events, self._settings, now=now)
+
+    def _overview_text(
+        self, locale: str, count: int, groups: tuple[str, ...], part: int | None
+    ) -> str:
+        names = format_names(groups, locale)
+        template = self._chrome[locale].overview
+        return template.render(count=count, groups=names, part=part).strip()
+
     def _context(
-        self, content: MailContent, locale: str, tz: tzinfo, now: datetime
+        self,
+        content: MailContent,
+        locale: str,
+        tz: tzinfo,
+        now: datetime,
+        *,
+        reference: bool = False,
     ) -> dict[str, Any]:
         posts = [post for section in content.sections for post in section.posts]
         week = content.week or (content.cutoff or now).astimezone(tz).isocalendar().week
-        groups = format_names([s.name for s in content.sections if s.posts], locale)
+        groups = tuple(s.name for s in content.sections if s.posts)
         # Plain text here; the HTML template escapes it like any other value.
-        overview = (
-            self._chrome[locale].overview.render(count=len(posts), groups=groups, part=content.part)
-        ).strip()
+        overview = self._overview(locale, len(posts), groups, content.part)
+        styles = self._chrome[locale].styles
 
         def when(moment: datetime) -> str:
-            return format_when(moment, tz, locale, now=now)
+            return _format_when(moment, tz, locale, now)
 
         def span(event: EventInfo) -> str:
-            return format_span(event.starts_at, event.ends_at, tz, locale, now=now)
+            return _format_span(event.starts_at, event.ends_at, tz, locale, now)
 
         def span_unbroken(event: EventInfo) -> str:
             # Word joiners keep "08:30–10:00" on one line on a phone (HTML only).
             return span(event).replace("–", "\u2060–\u2060")
 
-        return {
+        is_post = content.kind == "post"
+        chrome = self._chrome[locale]
+
+        def post_html(post: PostContent, section: GroupSection) -> Markup:
+            # The same for every parent who gets this post in this language this week.
+            key = (locale, is_post, section.name, tz, now, post)
+            html = self._posts.get(key)
+            if html is None:
+                if len(self._posts) >= _POSTS_CACHED:
+                    self._posts.clear()
+                html = Markup(chrome.post.render(context, post=post, section=section))
+                self._posts[key] = html
+            if reference:
+                return Markup(html)
+            rendered_posts.append(html)
+            return Markup(f"{self._mark}{len(rendered_posts) - 1}{self._mark}")
+
+        rendered_posts: list[str] = []
+
+        def post_text(item: _PlainPost) -> str:
+            key = (locale, is_post, "text", tz, now, item.post)
+            text = self._posts.get(key)
+            if text is None:
+                if len(self._posts) >= _POSTS_CACHED:
+                    self._posts.clear()
+                text = chrome.text_post.render(context, item=item)
+                self._posts[key] = text
+            return text
+
+        def teacher_html(post: PostContent) -> Markup:
+            # Sanitised by clean_teacher_html when the content was built.
+            body = _printable(Markup(post.body_html))
+            return body if reference else self._styled_body(body, styles)
+
+        context = {
             "content": content,
             "lang": locale,
-            "is_post": content.kind == "post",
+            "is_post": is_post,
             "week": week,
             "posts": posts,
             "overview": overview,
+            "preview": _preview(content, overview, posts),
             "when": when,
             "span": span,
             "span_unbroken": span_unbroken,
             "domain": _domain,
-            "markup": Markup,  # post bodies were sanitised by clean_teacher_html when built
+            "teacher_html": teacher_html,
+            "post_html": post_html,
+            "rendered_posts": rendered_posts,
+            "post_text": post_text,
             "shown_photos": _shown_photos,
             "hidden_photos": _hidden_photos,
         }
+        return context
 
     # --- the message --------------------------------------------------------------------------
 
-    def _message(
+    def message_bytes(
         self,
         content: MailContent,
         locale: str,
         subject: str,
         text: str,
-        html: str,
+        html: str | Sequence[str],
         now: datetime,
-    ) -> EmailMessage:
+        message_id: str,
+    ) -> bytes:
+        """The mail's bytes around these parts (``content`` already has safe URLs).
+
+        ``html`` may come in segments (see ``_Html.segments``), each encoded once.
+        """
         school = _header_text(content.school.name)
-        message = EmailMessage(policy=MAIL_POLICY)
-        message["Subject"] = subject
-        message["From"] = Address(display_name=school, addr_spec=self._settings.mail_from)
-        message["To"] = Address(
-            display_name=_recipient_display(content.recipient_names, locale),
-            addr_spec=content.address,
-        )
+        mail_from = self._settings.mail_from
+        headers = [
+            ("Subject", mime.unstructured(subject)),
+            ("From", mime.address(school, mail_from)),
+            (
+                "To",
+                mime.address(_recipient_display(content.recipient_names, locale), content.address),
+            ),
+        ]
         if content.school.reply_to:
-            message["Reply-To"] = Address(display_name=school, addr_spec=content.school.reply_to)
-        message["Date"] = format_datetime(now)
-        message["Message-ID"] = make_msgid(domain=self._settings.mail_domain)
-        message["List-Id"] = _list_id(school, content.school.id, self._settings.mail_domain)
+            headers.append(("Reply-To", mime.address(school, content.school.reply_to)))
+        headers += [
+            ("Date", format_datetime(now)),
+            ("Message-ID", message_id),
+            ("List-Id", _list_id(school, content.school.id, self._settings.mail_domain)),
+        ]
         if content.unsubscribe_url:
-            mailbox = content.school.reply_to or self._settings.mail_from
-            message["List-Unsubscribe"] = (
-                f"<{_header_url(content.unsubscribe_url)}>, "
-                f"<mailto:{quote(mailbox, safe='@')}?subject=unsubscribe>"
+            mailbox = content.school.reply_to or mail_from
+            headers.append(
+                (
+                    "List-Unsubscribe",
+                    f"<{_header_url(content.unsubscribe_url)}>, "
+                    f"<mailto:{quote(mailbox, safe='@')}?subject=unsubscribe>",
+                )
             )
-            message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-        message["Auto-Submitted"] = "auto-generated"
-        message["MIME-Version"] = "1.0"
-        calendar = mail_calendar(content, self._settings, now=now)
-        # Made multipart before any Content-* header is set: making it multipart later would
-        # move those headers (Content-Language too) into the first part. A mail with events
-        # is multipart/mixed: the text and HTML alternatives, then the .ics attachment.
-        alternative = message if calendar is None else EmailMessage(policy=MAIL_POLICY)
-        if calendar is not None:
-            message.make_mixed()
-        alternative.make_alternative()
-        message["Content-Language"] = locale
+            headers.append(("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"))
+        headers += [("Auto-Submitted", "auto-generated"), ("Content-Language", locale)]
         for name, value in content.extra_headers.items():
             if not _FIELD_NAME.fullmatch(name) or name.lower() in _STRUCTURAL_HEADERS:
                 raise ValueError(f"{name!r} cannot be an extra header")
-            del message[name]  # the builder's value replaces ours, it does not add a second
-            message[name] = _header_text(value)
-        for body, subtype in ((text, "plain"), (html, "html")):
-            part = EmailMessage(policy=MAIL_POLICY)
-            # Quoted-printable survives any relay (no 8BITMIME needed) and stays readable.
-            part.set_content(body, subtype=subtype, charset="utf-8", cte="quoted-printable")
-            del part["MIME-Version"]  # set_content adds it; it belongs on the message only
-            alternative.attach(part)
+            # The builder's value replaces ours, it does not add a second.
+            headers = [(n, v) for n, v in headers if n.lower() != name.lower()]
+            headers.append((name, mime.unstructured(_header_text(value))))
+        calendar = self._calendar(
+            tuple(post for section in content.sections for post in section.posts if post.event),
+            content.school,
+            now,
+        )
+        attachment = None
         if calendar is not None:
-            message.attach(alternative)
             name = attachment_name(locale)
-            part = EmailMessage(policy=MAIL_POLICY)
-            # Base64 keeps the calendar's CRLF line ends byte for byte.
-            part.set_content(
-                calendar,
-                maintype="text",
-                subtype="calendar",
-                cte="base64",
-                disposition="attachment",
-                filename=name,
-                params={"method": "PUBLISH", "charset": "utf-8", "name": name},
+            attachment = mime.Attachment(
+                calendar, "calendar", name, {"charset": "utf-8", "method": "PUBLISH"}
             )
-            del part["MIME-Version"]
-            message.attach(part)
-        return message
+        return mime.build_mail(headers, text, html, attachment)
 
 
 class _UnbrokenHeader(UniqueUnstructuredHeader, BaseHeader):
@@ -469,9 +664,89 @@ def _list_id(school_name: str, school_id: str, domain: str) -> str:
     """RFC 2919: "<school name>" <schoolid.digest.domain>."""
     label = _LIST_LABEL.sub("-", school_id.lower()).strip("-") or "school"
     phrase = " ".join(_PHRASE_SPECIALS.sub(" ", school_name).split())
-    # An ASCII phrase is quoted; a non-ASCII one is left bare for the policy to encode.
-    shown = f'"{phrase}" ' if phrase.isascii() and phrase else f"{phrase} " if phrase else ""
-    return f"{shown}<{label}.digest.{domain}>"
+    # An ASCII phrase is quoted; a non-ASCII one is encoded words.
+    shown = f'"{phrase}" ' if phrase.isascii() and phrase else f"{mime.encoded_words(phrase)} "
+    return f"{shown if phrase else ''}<{label}.digest.{domain}>"
+
+
+# --- compiling the HTML template once ---------------------------------------------------------
+
+_STATEMENT = re.compile(r"\{%.*?%\}", re.S)
+_JINJA_COMMENT = re.compile(r"\{#.*?#\}", re.S)
+_MJ_TEXT = re.compile(r"<(/?)mj-text\b")
+_WRAPPED = re.compile(r"<!--(\{%.*?%\})-->", re.S)
+_CONDITIONAL = re.compile(r"<!--\[if .*?<!\[endif\]-->", re.S)
+_STYLE = re.compile(r"<style\b[^>]*>.*?</style>", re.S)
+_BODY_MARK = "teacher-html"
+_POST_TEMPLATE = "newsletter_post.mjml.j2"
+_POST_INCLUDE = '{% include "newsletter_post.mjml.j2" %}'
+_POST_MARK = "<!--post-->"
+_TEXT_POST_TEMPLATE = "newsletter_post.txt.j2"
+_TEXT_INCLUDE = '{% include "newsletter_post.txt.j2" %}'
+
+
+def _statements_as_comments(source: str) -> str:
+    """The MJML template with each Jinja statement an HTML comment that MRML keeps in place.
+
+    Inside an ``<mj-text>`` (HTML) a bare comment; between MJML elements one in ``<mj-raw>``.
+    Text between table rows would be moved out of the table by an HTML parser; a comment is not.
+    """
+    source = _JINJA_COMMENT.sub("", source)
+    pieces: list[str] = []
+    depth = 0
+    position = 0
+    for statement in _STATEMENT.finditer(source):
+        before = source[position : statement.start()]
+        depth += sum(-1 if close else 1 for close in _MJ_TEXT.findall(before))
+        tag = statement.group(0)
+        if "--" in tag or "<" in tag or ">" in tag:
+            raise ValueError(f"{tag!r} cannot sit in an HTML comment")
+        pieces += [before, f"<!--{tag}-->" if depth else f"<mj-raw><!--{tag}--></mj-raw>"]
+        position = statement.end()
+    pieces.append(source[position:])
+    return "".join(pieces)
+
+
+def _comments_as_statements(html: str) -> str:
+    """The compiled page with its statement comments turned back into Jinja statements."""
+    return _WRAPPED.sub(r"\1", html)
+
+
+_CONSTANT_GETTEXT = re.compile(r'\{\{ _\("((?:[^"\\{}%]|%%)*)"\) \}\}')
+
+
+def _translated(source: str, catalogue: Translations) -> str:
+    """``{{ _("When") }}`` written out in the catalogue's language: one call fewer per mail.
+
+    Only a call without variables; newstyle gettext still %-formats it (so "%%" is "%").
+    """
+
+    def translate(match: re.Match[str]) -> str:
+        return str(catalogue.gettext(match.group(1))) % {}
+
+    return _CONSTANT_GETTEXT.sub(translate, source)
+
+
+def _preview(content: MailContent, overview: str, posts: list[PostContent]) -> str:
+    """The inbox preview line: the post's group, author and title, or the overview and titles."""
+    if content.kind == "post":
+        section = content.sections[0]
+        post = section.posts[0]
+        return _printable(f"{section.name} · {post.author}: {post.title}")  # type: ignore[no-any-return]
+    titles = " · ".join(_printable(post.title) for post in posts[:3])
+    return f"{overview} {titles}" if titles else overview
+
+
+@functools.lru_cache(maxsize=4 * _POSTS_CACHED)
+def _format_when(moment: datetime, tz: tzinfo, locale: str, now: datetime) -> str:
+    return format_when(moment, tz, locale, now=now)
+
+
+@functools.lru_cache(maxsize=4 * _POSTS_CACHED)
+def _format_span(
+    starts: datetime, ends: datetime | None, tz: tzinfo, locale: str, now: datetime
+) -> str:
+    return format_span(starts, ends, tz, locale, now=now)
 
 
 def _safe_url(url: str | None) -> str | None:
@@ -481,8 +756,9 @@ def _safe_url(url: str | None) -> str | None:
     return url if urlsplit(url).scheme.lower() in _SAFE_SCHEMES else None
 
 
-def _with_safe_urls(content: MailContent) -> MailContent:
-    """A copy whose every URL is http(s) or mailto; a javascript: link or photo goes."""
+@functools.lru_cache(maxsize=_POSTS_CACHED)  # a post goes to every parent of its group
+def _safe_post(item: PostContent) -> PostContent:
+    """The post with its every URL http(s) or mailto; a javascript: link or photo goes."""
 
     def photo(item: Photo) -> Photo | None:
         url = _safe_url(item.url)
@@ -494,21 +770,24 @@ def _with_safe_urls(content: MailContent) -> MailContent:
     def signup(item: SignupInfo | None) -> SignupInfo | None:
         return replace(item, signup_url=_safe_url(item.signup_url)) if item else None
 
-    def post(item: PostContent) -> PostContent:
-        photos = tuple(p for p in map(photo, item.photos) if p is not None)
-        return replace(
-            item,
-            url=_safe_url(item.url),
-            photos=photos,
-            links=tuple(map(link, item.links)),
-            signup=signup(item.signup),
-            gallery_url=_safe_url(item.gallery_url),
-        )
+    photos = tuple(p for p in map(photo, item.photos) if p is not None)
+    return replace(
+        item,
+        url=_safe_url(item.url),
+        photos=photos,
+        links=tuple(map(link, item.links)),
+        signup=signup(item.signup),
+        gallery_url=_safe_url(item.gallery_url),
+    )
 
+
+def _with_safe_urls(content: MailContent) -> MailContent:
+    """A copy whose every URL is http(s) or mailto; a javascript: link or photo goes."""
     return replace(
         content,
         sections=tuple(
-            replace(section, posts=tuple(map(post, section.posts))) for section in content.sections
+            replace(section, posts=tuple(map(_safe_post, section.posts)))
+            for section in content.sections
         ),
         preferences_url=_safe_url(content.preferences_url),
         unsubscribe_url=_safe_url(content.unsubscribe_url),
@@ -594,6 +873,7 @@ class _PlainPost:
     gallery_ref: int | None = None  # the album with every photo consent allows
 
 
+@functools.lru_cache(maxsize=_POSTS_CACHED)  # a post goes to every parent of its group
 def _plain_post(post: PostContent) -> _PlainPost:
     references: list[str] = []
     body = teacher_html_to_text(post.body_html, references)
@@ -647,17 +927,20 @@ def _wrap(text: str) -> str:
         line = line if line == "-- " else line.rstrip()  # "-- " is the signature separator
         if len(line) <= TEXT_WIDTH or _REFERENCE.fullmatch(line):
             lines.append(line)
-            continue
-        match = _HANG.match(line)
-        quote_prefix, indent, bullet = match.groups() if match else ("", "", "")
-        lines.extend(
-            textwrap.wrap(
-                line,
-                TEXT_WIDTH,
-                subsequent_indent=quote_prefix + indent + " " * len(bullet),
-                break_long_words=False,
-                break_on_hyphens=False,
-            )
-        )
+        else:
+            lines.extend(_wrap_line(line))
     squeezed = re.sub(r"\n{3,}", "\n\n", "\n".join(lines))
     return squeezed.strip("\n") + "\n"
+
+
+@functools.lru_cache(maxsize=4 * _POSTS_CACHED)  # the long lines are the posts'
+def _wrap_line(line: str) -> list[str]:
+    match = _HANG.match(line)
+    quote_prefix, indent, bullet = match.groups() if match else ("", "", "")
+    return textwrap.wrap(
+        line,
+        TEXT_WIDTH,
+        subsequent_indent=quote_prefix + indent + " " * len(bullet),
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
