@@ -2,7 +2,9 @@
 
 Run as its own process (the worker under test is killed; the sink must outlive it)::
 
-    python bench/sink.py --log accepted.tsv [--port-file port.txt]
+    python bench/sink.py --log accepted.tsv [--port-file port.txt] [--delay-ms 20]
+    python bench/sink.py --count-only [--port-file port.txt]
+
 
 It listens on 127.0.0.1 on a port the OS picks, prints ``port <n>`` on standard output (and
 writes the number to ``--port-file``), and for every message it accepts appends one line per
@@ -10,15 +12,22 @@ envelope recipient: ``<address>\\t<Message-ID>\\n``. The line is written and flu
 the 250 reply goes out, so a message the worker believes accepted is always in the log; the
 converse may fail (the worker can die between our 250 and its own record), which is exactly
 the duplicate the benchmark measures. SIGTERM or SIGINT stops it after the open dialogues.
+
+``--count-only`` (bench/edition.py) logs nothing: on SIGTERM it prints one line
+``stats {"count": n, "first": t0, "last": t1}`` (epoch seconds of the first and last 250).
+``--delay-ms`` answers each message that much later, as a distant relay would (bench/scale_out.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
 import re
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import IO
 
@@ -38,26 +47,38 @@ def message_id_of(content: bytes) -> str:
 
 
 class RecordingHandler:
-    """aiosmtpd hook: log every recipient of an accepted message, then say 250."""
+    """aiosmtpd hook: log every recipient of an accepted message (unless ``log`` is None), 250."""
 
-    def __init__(self, log: IO[str]) -> None:
+    def __init__(self, log: IO[str] | None, delay: float = 0.0) -> None:
         self.log = log
+        self.delay = delay
         self.accepted = 0
+        self.first = 0.0
+        self.last = 0.0
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        message_id = message_id_of(bytes(envelope.original_content or b""))
-        # One write of whole lines: the benchmark reads the log while we append to it.
-        self.log.write("".join(f"{rcpt.lower()}\t{message_id}\n" for rcpt in envelope.rcpt_tos))
-        self.log.flush()
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if self.log is not None:
+            message_id = message_id_of(bytes(envelope.original_content or b""))
+            # One write of whole lines: the benchmark reads the log while we append to it.
+            self.log.write("".join(f"{rcpt.lower()}\t{message_id}\n" for rcpt in envelope.rcpt_tos))
+            self.log.flush()
         self.accepted += 1
+        self.last = time.time()
+        if self.accepted == 1:
+            self.first = self.last
         return f"250 2.0.0 OK queued as S{self.accepted}"
 
 
-async def serve(log_path: Path, port_file: Path | None, host: str = "127.0.0.1") -> int:
-    """Accept and record mail until SIGTERM/SIGINT; returns how many messages were accepted."""
+async def serve(
+    log_path: Path | None, port_file: Path | None, host: str = "127.0.0.1", delay: float = 0.0
+) -> RecordingHandler:
+    """Accept (and record, given a log) mail until SIGTERM/SIGINT; returns the handler."""
     loop = asyncio.get_running_loop()
-    with log_path.open("a", encoding="utf-8") as log:
-        handler = RecordingHandler(log)
+    with contextlib.ExitStack() as stack:
+        log = stack.enter_context(log_path.open("a", encoding="utf-8")) if log_path else None
+        handler = RecordingHandler(log, delay)
 
         def protocol() -> SMTP:
             # A fixed hostname skips a getfqdn() lookup per connection.
@@ -78,16 +99,22 @@ async def serve(log_path: Path, port_file: Path | None, host: str = "127.0.0.1")
         await stop.wait()
         server.close()
         await server.wait_closed()
-        return handler.accepted
+    return handler
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--log", type=Path, required=True, help="append accepted mail here")
+    parser.add_argument("--log", type=Path, help="append accepted mail here")
+    parser.add_argument("--count-only", action="store_true", help="no log: print stats at exit")
     parser.add_argument("--port-file", type=Path, help="write the listening port here")
+    parser.add_argument("--delay-ms", type=float, default=0.0, help="wait before each 250")
     args = parser.parse_args(argv)
-    accepted = asyncio.run(serve(args.log, args.port_file))
-    print(f"accepted {accepted}", file=sys.stderr, flush=True)
+    if (args.log is None) == (not args.count_only):
+        parser.error("give --log or --count-only")
+    handler = asyncio.run(serve(args.log, args.port_file, delay=args.delay_ms / 1000))
+    stats = {"count": handler.accepted, "first": handler.first, "last": handler.last}
+    print(f"stats {json.dumps(stats)}", flush=True)
+    print(f"accepted {handler.accepted}", file=sys.stderr, flush=True)
     return 0
 
 

@@ -1,0 +1,317 @@
+"""An edition end to end: plan + render + build + deliver a board's week to an SMTP sink.
+
+    /work/.venv/bin/python bench/edition.py [--sizes 10000 100000] [--backend both] [--quick]
+
+For each backend (a PostgreSQL database ``digest_bench_<random>`` created on
+``--pg-admin-url`` and dropped after, or a SQLite file) and each board size (guardians in all,
+~400 per school, bench/generate.py's mix: 15 % want the newsletter):
+
+1. a child process imports the board (not measured);
+2. ``bench/sink.py --count-only`` in its own process counts what it accepts (first and last 250);
+3. a fresh child process plans every school's edition and delivers it (``digest.worker``'s
+   deliverer: 8 SMTP connections) to the sink; the clock starts when planning starts, after the
+   process, its imports and its renderer are up. It reports its peak RSS (``ru_maxrss``) and the
+   database round trips of planning (a SQLAlchemy ``before_cursor_execute`` count);
+4. the same number of pre-built messages (newsletters of the same board, rendered beforehand)
+   sent by the standard library's smtplib over 8 connections (threads) to a fresh sink: the raw
+   throughput the edition is compared with.
+
+Newsletters/s are the sink's count over (its last 250 − the start). The targets: edition ≥ 0.6 of
+raw; peak RSS ≤ 300 MB and at 100,000 guardians ≤ 1.2× that at 10,000; ≤ 20 round trips per
+1,000 recipients planned.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import resource
+import smtplib
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH = REPO / "bench"
+sys.path[:0] = [str(REPO), str(BENCH)]
+PYTHON = sys.executable
+PER_SCHOOL = 400
+PG_ADMIN = os.environ.get("DIGEST_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+# --- the children ------------------------------------------------------------------------------
+
+
+def child_import(url: str, guardians: int, seed: int) -> None:
+    """Migrate and import the board (one school per document, as a portal would send them)."""
+    from generate import CUTOFF, board
+
+    from digest.db import make_engine, session_factory, upgrade
+    from digest.ingest import import_document
+
+    engine = make_engine(url)
+    upgrade(engine)
+    sessions = session_factory(engine)
+    document = board(max(1, guardians // PER_SCHOOL), guardians, seed=seed)
+    keys = ("groups", "children", "guardians", "posts")
+    for school in document["schools"]:
+        part = {"version": 1, "schools": [school]}
+        for key in keys:
+            part[key] = [item for item in document[key] if item["id"].startswith(school["id"])]
+        with sessions() as session, session.begin():
+            import_document(session, part, now=CUTOFF)
+    engine.dispose()
+
+
+def child_edition(url: str, port: int) -> dict[str, Any]:
+    """Plan every school's edition, deliver it to the sink; the figures as a dict."""
+    from generate import CUTOFF
+    from sqlalchemy import event, select
+
+    from digest.db import make_engine, session_factory
+    from digest.models import School
+    from digest.plan import plan_edition
+    from digest.settings import load_settings
+    from digest.worker import open_deliverer
+
+    settings = load_settings(
+        database_url=url,
+        mail_url=f"smtp://127.0.0.1:{port}?tls=none",
+        mail_from="nieuwsbrief@bench.example",
+        send_concurrency=8,
+    )
+    engine = make_engine(url)
+    sessions = session_factory(engine)
+    deliverer = open_deliverer(sessions, settings)  # compiles the templates: process start-up
+    with sessions() as session:
+        schools = list(session.scalars(select(School.id).order_by(School.id)))
+    round_trips = 0
+
+    def count(*_args: Any) -> None:
+        nonlocal round_trips
+        round_trips += 1
+
+    started = time.time()
+    event.listen(engine, "before_cursor_execute", count)
+    planned = 0
+    for school_id in schools:
+        with sessions() as session, session.begin():
+            result = plan_edition(session, school_id, CUTOFF)
+            planned += sum(result.counts.values())
+    event.remove(engine, "before_cursor_execute", count)
+    plan_seconds = time.time() - started
+    at = CUTOFF + timedelta(minutes=5)
+
+    async def deliver() -> dict[str, int]:
+        try:
+            report = await deliverer.run(at)
+        finally:
+            await deliverer.transport.close()
+        return report.counts
+
+    counts = asyncio.run(deliver())
+    engine.dispose()
+    return {
+        "started": started,
+        "plan_seconds": plan_seconds,
+        "deliver_seconds": time.time() - started - plan_seconds,
+        "schools": len(schools),
+        "planned": planned,
+        "round_trips": round_trips,
+        "counts": counts,
+        "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def child_raw(port: int, count: int, seed: int, connections: int) -> dict[str, Any]:
+    """Send ``count`` pre-built newsletters of a board like the edition's over ``connections``."""
+    from generate import CUTOFF, board, mail_contents
+
+    from digest.render import Renderer
+    from digest.settings import Settings
+
+    settings = Settings(mail_from="nieuwsbrief@bench.example")
+    renderer = Renderer(settings)
+    mails = mail_contents(board(2, 2 * PER_SCHOOL, seed=seed), settings)
+    built = [renderer.render(content, now=CUTOFF).data for content in mails]
+    queue = [(f"raw{n:06d}@ouders.example", built[n % len(built)]) for n in range(count)]
+    lock = threading.Lock()
+
+    def sender() -> None:
+        with smtplib.SMTP("127.0.0.1", port, local_hostname="bench.local") as smtp:
+            while True:
+                with lock:
+                    if not queue:
+                        return
+                    address, data = queue.pop()
+                smtp.sendmail("bounce@bench.example", [address], data)
+
+    started = time.time()
+    threads = [threading.Thread(target=sender) for _ in range(connections)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return {"started": started, "sent": count, "average_bytes": sum(map(len, built)) / len(built)}
+
+
+# --- the parent --------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def database(backend: str, folder: Path, admin_url: str) -> Iterator[str]:
+    """A fresh store's URL: a SQLite file, or a PostgreSQL database dropped afterwards."""
+    if backend == "sqlite":
+        yield f"sqlite:///{folder / 'bench.db'}"
+        return
+    from sqlalchemy import text
+
+    from digest.db import make_engine
+
+    admin = make_engine(admin_url, isolation_level="AUTOCOMMIT")
+    name = f"digest_bench_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield admin_url.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@contextlib.contextmanager
+def sink(folder: Path, *extra: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """bench/sink.py in its own process: (port, stats filled in when it stops)."""
+    port_file = folder / f"sink-{uuid.uuid4().hex[:6]}.port"
+    process = subprocess.Popen(
+        [PYTHON, str(BENCH / "sink.py"), "--port-file", str(port_file), *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    stats: dict[str, Any] = {}
+    try:
+        deadline = time.monotonic() + 30
+        while not port_file.exists():
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError("the sink did not start")
+            time.sleep(0.05)
+        yield int(port_file.read_text()), stats
+    finally:
+        process.terminate()
+        out, _ = process.communicate(timeout=60)
+        for line in out.splitlines():
+            if line.startswith("stats "):
+                stats.update(json.loads(line[6:]))
+
+
+def run_child(*args: str) -> dict[str, Any]:
+    """Run this file as a child with ``args``; its last stdout line is its JSON result."""
+    done = subprocess.run(
+        [PYTHON, __file__, *args], check=True, capture_output=True, text=True, cwd=REPO
+    )
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    return json.loads(lines[-1]) if lines else {}
+
+
+def one_run(backend: str, guardians: int, seed: int, admin_url: str) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="digest-edition-") as tmp:
+        folder = Path(tmp)
+        with database(backend, folder, admin_url) as url:
+            started = time.perf_counter()
+            run_child("_import", url, str(guardians), str(seed))
+            imported = time.perf_counter() - started
+            with sink(folder, "--count-only") as (port, stats):
+                edition = run_child("_edition", url, str(port))
+            with sink(folder, "--count-only") as (port, raw_stats):
+                raw = run_child("_raw", str(port), str(stats["count"]), str(seed), "8")
+    rate = stats["count"] / max(stats["last"] - edition["started"], 1e-9)
+    raw_rate = raw_stats["count"] / max(raw_stats["last"] - raw["started"], 1e-9)
+    per_thousand = 1000 * edition["round_trips"] / max(edition["planned"], 1)
+    return {
+        "backend": backend,
+        "guardians": guardians,
+        "import_s": imported,
+        "schools": edition["schools"],
+        "planned": edition["planned"],
+        "sent": stats["count"],
+        "counts": edition["counts"],
+        "plan_s": edition["plan_seconds"],
+        "deliver_s": edition["deliver_seconds"],
+        "rate": rate,
+        "raw_rate": raw_rate,
+        "ratio": rate / raw_rate,
+        "rss_mb": edition["rss_mb"],
+        "round_trips": edition["round_trips"],
+        "per_1000": per_thousand,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "_import":
+        child_import(argv[1], int(argv[2]), int(argv[3]))
+        return 0
+    if argv and argv[0] == "_edition":
+        print(json.dumps(child_edition(argv[1], int(argv[2]))), flush=True)
+        return 0
+    if argv and argv[0] == "_raw":
+        result = child_raw(int(argv[1]), int(argv[2]), int(argv[3]), int(argv[4]))
+        print(json.dumps(result), flush=True)
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
+    parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--pg-admin-url", default=PG_ADMIN)
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--quick", action="store_true", help="a small smoke run (2,000)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.sizes = [2_000]
+    backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
+    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs at start", flush=True)
+    print(
+        "| backend | guardians | schools | mails sent | plan s | deliver s | newsletters/s | "
+        "raw smtplib/s | ratio | peak RSS MB | round trips | per 1,000 planned |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
+    results = []
+    for backend in backends:
+        for size in args.sizes:
+            r = one_run(backend, size, args.seed, args.pg_admin_url)
+            results.append(r)
+            print(
+                f"| {backend} | {size:,} | {r['schools']} | {r['sent']:,} | {r['plan_s']:.1f} | "
+                f"{r['deliver_s']:.1f} | {r['rate']:.0f} | {r['raw_rate']:.0f} | "
+                f"{r['ratio']:.2f} | {r['rss_mb']:.0f} | {r['round_trips']} | "
+                f"{r['per_1000']:.1f} |",
+                flush=True,
+            )
+    for backend in backends:
+        sizes = {r["guardians"]: r["rss_mb"] for r in results if r["backend"] == backend}
+        if len(sizes) >= 2:
+            small, large = min(sizes), max(sizes)
+            print(
+                f"{backend}: peak RSS at {large:,} / at {small:,} = "
+                f"{sizes[large] / sizes[small]:.2f} (target <= 1.2)"
+            )
+    print(f"load average {os.getloadavg()[0]:.2f} at the end")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
