@@ -189,18 +189,27 @@ def _candidate_posts(school_id: str, history_start: datetime, cutoff: datetime) 
 
 
 def gather(session: Session, school: School, *, post_query: Select[Any]) -> PlanInput:
-    """Load the posts (ids from ``post_query``), guardians, memberships and mail history."""
-    posts = {
-        post_id: group_id
-        for post_id, group_id in session.execute(
-            select(Post.id, Post.group_id).where(Post.id.in_(post_query))
-        )
-    }
+    """Load the posts (ids from ``post_query``), guardians, memberships and mail history.
 
-    suppressed = exists().where(Suppression.address == func.lower(Guardian.email))
-    guardian_rows = session.execute(
-        select(Guardian, suppressed.label("suppressed")).where(Guardian.school_id == school.id)
-    ).all()
+    Two queries whatever the school's size: the posts with the addresses that already got each
+    on its own, and the guardians with their suppression and every group they belong to.
+    """
+    mailed_on_its_own = and_(
+        Delivery.post_id == Post.id,
+        Delivery.kind == DeliveryKind.POST,
+        Delivery.school_id == school.id,
+        Delivery.status.in_(MAILED_ON_ITS_OWN),
+    )
+    posts: dict[str, str] = {}
+    mailed: set[tuple[str, str]] = set()
+    for post_id, group_id, address in session.execute(
+        select(Post.id, Post.group_id, Delivery.address)
+        .outerjoin(Delivery, mailed_on_its_own)
+        .where(Post.id.in_(post_query))
+    ):
+        posts[post_id] = group_id
+        if address is not None:
+            mailed.add((post_id, address.lower()))
 
     memberships = union(
         select(guardian_children.c.guardian_id, child_groups.c.group_id)
@@ -213,25 +222,22 @@ def gather(session: Session, school: School, *, post_query: Select[Any]) -> Plan
         select(Guardian.id, Group.id)
         .join(Group, and_(Group.school_id == Guardian.school_id, Group.kind == GroupKind.SCHOOL))
         .where(Guardian.school_id == school.id),
-    )
+    ).subquery()
+    suppressed = exists().where(Suppression.address == func.lower(Guardian.email))
+    found: dict[str, tuple[Guardian, bool]] = {}
     groups_of: dict[str, set[str]] = defaultdict(set)
-    for guardian_id, group_id in session.execute(memberships):
-        groups_of[guardian_id].add(group_id)
-
-    mailed = frozenset(
-        (post_id, address)
-        for post_id, address in session.execute(
-            select(Delivery.post_id, Delivery.address).where(
-                Delivery.kind == DeliveryKind.POST,
-                Delivery.school_id == school.id,
-                Delivery.post_id.in_(list(posts)),
-                Delivery.status.in_(MAILED_ON_ITS_OWN),
-            )
-        )
-    )
+    for guardian, is_suppressed, group_id in session.execute(
+        select(Guardian, suppressed.label("suppressed"), memberships.c.group_id)
+        .outerjoin(memberships, memberships.c.guardian_id == Guardian.id)
+        .where(Guardian.school_id == school.id)
+        .order_by(Guardian.id)
+    ):
+        found[guardian.id] = (guardian, bool(is_suppressed))
+        if group_id is not None:
+            groups_of[guardian.id].add(group_id)
 
     guardians = []
-    for guardian, is_suppressed in guardian_rows:
+    for guardian, is_suppressed in found.values():
         preference, opted_out, locale = effective_preference(guardian)
         guardians.append(
             GuardianFacts(
@@ -242,7 +248,7 @@ def gather(session: Session, school: School, *, post_query: Select[Any]) -> Plan
                 preference=preference,
                 opted_out=opted_out,
                 groups=frozenset(groups_of.get(guardian.id, ())),
-                suppressed=bool(is_suppressed),
+                suppressed=is_suppressed,
             )
         )
     return PlanInput(
