@@ -183,6 +183,17 @@ def _school_of(session: Session, guardians: Sequence[Guardian]) -> School | None
     return session.get(School, guardians[0].school_id) if guardians else None
 
 
+def _addressees(
+    session: Session, ids: Sequence[str]
+) -> tuple[list[Guardian], School | None, str] | None:
+    """The guardians a link names, their school and the page's language; None when gone."""
+    guardians = _guardians(session, ids)
+    if not guardians:
+        return None
+    school = _school_of(session, guardians)
+    return guardians, school, _language(guardians, school)
+
+
 def _names(guardians: Sequence[Guardian], language: str) -> str:
     names = [g.name for g in guardians]
     if len(names) < 2:
@@ -211,11 +222,10 @@ def preferences_page(request: Request, token: str) -> Response:
     except (LinkInvalid, LinkExpired) as exc:
         return _refused(request, exc)
     with _session(request) as session:
-        guardians = _guardians(session, ids)
-        if not guardians:
+        found = _addressees(session, ids)
+        if found is None:
             return _message(request, 404, "nl", "no_guardian")
-        school = _school_of(session, guardians)
-        language = _language(guardians, school)
+        guardians, school, language = found
         return _preferences_form(request, settings, token, guardians, school, language)
 
 
@@ -269,11 +279,10 @@ def save_preferences(
     except (LinkInvalid, LinkExpired) as exc:
         return _refused(request, exc)
     with _session(request) as session, session.begin():
-        guardians = _guardians(session, ids)
-        if not guardians:
+        found = _addressees(session, ids)
+        if found is None:
             return _message(request, 404, "nl", "no_guardian")
-        school = _school_of(session, guardians)
-        language = _language(guardians, school)
+        guardians, school, language = found
         if not hmac.compare_digest(check.encode(), form_check(settings, token).encode()):
             return _message(request, 403, language, "tampered_form")
         if delivery not in _choices(guardians) or locale not in LANGUAGES:
@@ -336,11 +345,10 @@ def unsubscribe_page(request: Request, token: str) -> Response:
     except (LinkInvalid, LinkExpired) as exc:
         return _refused(request, exc)
     with _session(request) as session:
-        guardians = _guardians(session, ids)
-        if not guardians:
+        found = _addressees(session, ids)
+        if found is None:
             return _message(request, 404, "nl", "no_guardian")
-        school = _school_of(session, guardians)
-        language = _language(guardians, school)
+        guardians, school, language = found
         done = all(effective_preference(g)[1] for g in guardians)
         return _page(
             request,
@@ -367,11 +375,10 @@ def unsubscribe(
     if one_click != "One-Click":
         return _message(request, 400, "nl", "invalid")
     with _session(request) as session, session.begin():
-        guardians = _guardians(session, ids)
-        if not guardians:
+        found = _addressees(session, ids)
+        if found is None:
             return _message(request, 404, "nl", "no_guardian")
-        school = _school_of(session, guardians)
-        language = _language(guardians, school)
+        guardians, school, language = found
         now = utcnow()
         changed = [g for g in guardians if _opt_out(g, now)]
         if changed:
