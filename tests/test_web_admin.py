@@ -517,7 +517,7 @@ def test_preview_defaults_to_this_weeks_edition_and_is_audited(
     planned_week = CUTOFF.date().isoformat()
     shown = client.get(f"/admin/schools/s1/preview?guardian=p1&week={planned_week}")
     assert shown.status_code == 200
-    assert "planned; this is the mail as it is sent" in shown.text
+    assert "planned for this guardian: their mail, rendered exactly as sending" in shown.text
     assert "Excursie naar het bos" in shown.text  # in the text part and (escaped) the frame
     policy = shown.headers["content-security-policy"]
     assert "default-src 'none'" in policy and "script" not in policy
