@@ -32,7 +32,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED, JobExecutionEvent
-from apscheduler.job import Job
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -428,13 +427,7 @@ def next_runs(
     """Each school's next weekly run: the stored job's time if the scheduler has one, else the
     trigger's next fire time from ``now``."""
     now = now or datetime.now(UTC)
-    store = SQLAlchemyJobStore(engine=engine, tablename="apscheduler_jobs")
-    stored: dict[str, datetime] = {}
-    with engine.connect() as connection:
-        has_table = engine.dialect.has_table(connection, "apscheduler_jobs")
-    if has_table:
-        for row in _stored_runs(engine, store):
-            stored[row[0]] = row[1]
+    stored = _stored_runs(engine)
     with sessions() as session:
         schools = list(session.scalars(select(School).order_by(School.id)))
     runs = []
@@ -459,13 +452,16 @@ def next_runs(
     return runs
 
 
-def _stored_runs(engine: Engine, store: SQLAlchemyJobStore) -> list[tuple[str, datetime]]:
-    table = store.jobs_t
+def _stored_runs(engine: Engine) -> dict[str, datetime]:
+    """Job id -> next run, read from the job store's table (none before a scheduler ran)."""
     with engine.connect() as connection:
+        if not engine.dialect.has_table(connection, "apscheduler_jobs"):
+            return {}
+        table = SQLAlchemyJobStore(engine=engine, tablename="apscheduler_jobs").jobs_t
         rows = connection.execute(select(table.c.id, table.c.next_run_time)).all()
-    return [
-        (job_id, datetime.fromtimestamp(stamp, UTC)) for job_id, stamp in rows if stamp is not None
-    ]
+    return {
+        job_id: datetime.fromtimestamp(stamp, UTC) for job_id, stamp in rows if stamp is not None
+    }
 
 
 def format_run(run: NextRun) -> str:
@@ -477,7 +473,3 @@ def format_run(run: NextRun) -> str:
     if run.holiday:
         line += f" (holiday {run.holiday}: no edition; its posts go with the next)"
     return line
-
-
-def stored_job(scheduler: BaseScheduler, school_id: str) -> Job | None:
-    return scheduler.get_job(edition_job_id(school_id), jobstore="default")
