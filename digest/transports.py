@@ -173,6 +173,53 @@ def open_transport(
     raise TransportError(f'unknown scheme "{parts.scheme}"')
 
 
+def wire_form(message: bytes) -> tuple[int, bool]:
+    """(size once every line ends in CRLF, as DATA sends it; whether it already does).
+
+    The size is RFC 1870's SIZE. Counted rather than rewritten: a newsletter is tens of
+    kilobytes of CRLF lines already, and a regex pass over it cost more than the envelope.
+    """
+    crlf = message.count(b"\r\n")
+    bare_lf = message.count(b"\n") - crlf
+    bare_cr = message.count(b"\r") - crlf
+    return len(message) + bare_lf + bare_cr, bare_lf == bare_cr == 0
+
+
+async def send_data(smtp: aiosmtplib.SMTP, message: bytes, *, crlf_only: bool) -> SMTPResponse:
+    """DATA and the message; what ``smtp.data`` does, without rewriting a message in wire form.
+
+    ``smtp.data`` runs two regex passes over every message (line endings, then leading dots):
+    per newsletter more CPU than the rest of the dialogue. A message that ends every line in
+    CRLF (what ``digest.mime`` writes, ``crlf_only``) only needs its leading dots doubled, one
+    ``replace``; any other goes through ``smtp.data``. The connection must be this caller's
+    alone (the pool's checkout), as nothing else may talk between the 354 and the end.
+    """
+    if not crlf_only:
+        return await smtp.data(message)
+    payload = message.replace(b"\r\n.", b"\r\n..")
+    if payload.startswith(b"."):
+        payload = b"." + payload
+    if payload and not payload.endswith(b"\r\n"):
+        payload += b"\r\n"
+    payload += b".\r\n"
+    start = await smtp.execute_command(b"DATA")
+    if start.code != 354:
+        raise aiosmtplib.SMTPDataError(start.code, start.message)
+    protocol = smtp.protocol
+    if protocol is None:
+        raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+    try:
+        # No await between the write and the read: the reply cannot arrive unawaited.
+        protocol.write(payload)
+        response = await protocol.read_response(timeout=smtp.timeout)
+    except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError):
+        smtp.close()  # as smtp.data does: a half-read reply would pair with the next command
+        raise
+    if response.code != 250:
+        raise aiosmtplib.SMTPDataError(response.code, response.message)
+    return response
+
+
 def enhanced_code(reply: str) -> str | None:
     """The enhanced status code (RFC 3463) of a reply like ``"550 5.1.1 no such user"``."""
     text = reply.strip()
@@ -560,7 +607,8 @@ class SmtpTransport:
         smtp = conn.smtp
         stage: Stage = "MAIL"
         try:
-            options, encoding = self._envelope_options(smtp, message, sender, recipients)
+            size, crlf_only = wire_form(message)
+            options, encoding = self._envelope_options(smtp, size, message, sender, recipients)
             try:
                 await smtp.mail(sender, options=options, encoding=encoding)
             except aiosmtplib.SMTPServerDisconnected as exc:
@@ -579,7 +627,7 @@ class SmtpTransport:
             if refused:
                 raise self._worst_refusal(refused, len(recipients))
             stage = "DATA"
-            response: SMTPResponse = await smtp.data(message)
+            response = await send_data(smtp, message, crlf_only=crlf_only)
         except (DeliveryFailed, TransportError, _StaleConnection) as exc:
             await self._after_failure(conn, exc)
             raise
@@ -594,12 +642,11 @@ class SmtpTransport:
         return SendResult(_reply(response.code, response.message))
 
     def _envelope_options(
-        self, smtp: aiosmtplib.SMTP, message: bytes, sender: str, recipients: list[str]
+        self, smtp: aiosmtplib.SMTP, size: int, message: bytes, sender: str, recipients: list[str]
     ) -> tuple[list[str], str]:
         options: list[str] = []
         if smtp.supports_extension("size"):
             # Lets the server refuse an oversized message before we upload it.
-            size = len(re.sub(rb"\r\n|\r|\n", b"\r\n", message))
             options.append(f"SIZE={size}")
         if smtp.supports_extension("8bitmime") and not message.isascii():
             options.append("BODY=8BITMIME")

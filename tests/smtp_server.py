@@ -229,6 +229,7 @@ class SmtpServer:
         self.drop_after_data = 0  # close instead of answering the end of DATA, this many times
         self.delays: dict[str, float] = {}  # command -> seconds to wait before answering it
         self.starttls: ssl.SSLContext | None = None  # offer STARTTLS with this context
+        self.size_limit = 33554432  # advertised as SIZE; a larger MAIL FROM SIZE= gets 552
         # - records -
         self.messages: list[Received] = []
         self.commands: list[tuple[int, str]] = []  # (connection number, command)
@@ -297,6 +298,7 @@ class SmtpServer:
             hostname="smtp.test",
             enable_SMTPUTF8=True,
             tls_context=self.starttls,
+            data_size_limit=self.size_limit,
             # AUTH is advertised on plain connections only when a test asks for it.
             auth_require_tls=self.auth is None,
             authenticator=self._authenticate,

@@ -6,6 +6,7 @@ import asyncio
 import email
 import email.policy
 import mailbox
+import re
 import socket
 import ssl
 import time
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from smtp_server import SmtpServer, server_tls, smtp_server
 
 from digest.errors import DeliveryFailed, TransportError
@@ -26,6 +29,7 @@ from digest.transports import (
     Transport,
     enhanced_code,
     open_transport,
+    wire_form,
 )
 
 # pytest finds fixtures among the module's names; naming them here also keeps linters from
@@ -220,6 +224,57 @@ def test_smtp_message_is_received_intact(smtp_server: SmtpServer) -> None:
     assert received.rcpt_tos == (PARENT,)
     assert received.content == message
     assert received.tls is False
+
+
+@given(st.lists(st.sampled_from([b"a", b".", b"\r", b"\n", b"\r\n", b"\xc3\xa9"]), max_size=40))
+def test_wire_form_is_the_message_with_every_line_ending_crlf(pieces: list[bytes]) -> None:
+    message = b"".join(pieces)
+    on_the_wire = re.sub(rb"\r\n|\r|\n", b"\r\n", message)
+    assert wire_form(message) == (len(on_the_wire), on_the_wire == message)
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        b"Subject: x\r\n\r\n.\r\n..\r\nend\r\n",  # leading dots, CRLF: sent as it is
+        b".first line is a dot\r\n\r\nbody",  # starts with a dot, no final CRLF
+        b"Subject: x\n\n.bare LF\nand a bare CR\rend\n",  # rewritten by aiosmtplib
+    ],
+)
+def test_smtp_data_arrives_as_written_with_crlf_line_ends(
+    smtp_server: SmtpServer, message: bytes
+) -> None:
+    send_one(smtp_server.url(), message)
+    [received] = smtp_server.messages
+    expected = re.sub(rb"\r\n|\r|\n", b"\r\n", message)
+    if not expected.endswith(b"\r\n"):
+        expected += b"\r\n"  # DATA's last line needs its end; the dots come back single
+    assert received.content == expected
+
+
+@pytest.mark.parametrize("line_end", [b"\r\n", b"\n"])
+def test_a_message_over_the_servers_size_is_refused_before_upload(
+    smtp_server: SmtpServer, line_end: bytes
+) -> None:
+    message = build().replace(b"\r\n", line_end)
+    # The limit sits between the bytes we hold and the bytes DATA sends: a bare-LF message
+    # only passes if its SIZE was counted in the LF form.
+    smtp_server.size_limit = len(build()) - 1
+    with pytest.raises(DeliveryFailed) as caught:
+        send_one(smtp_server.url(), message)
+    error = caught.value
+    assert error.smtp_code == 552
+    assert error.blame == "recipient"
+    assert smtp_server.commands_named("DATA") == []
+    assert smtp_server.messages == []
+
+
+def test_a_message_within_the_servers_size_is_sent(smtp_server: SmtpServer) -> None:
+    message = build()
+    # Exactly what DATA carries: aiosmtpd counts a dot-stuffed line's extra dot.
+    smtp_server.size_limit = len(message) + message.count(b"\r\n.")
+    assert send_one(smtp_server.url(), message).reply.startswith("250")
+    assert [m.content for m in smtp_server.messages] == [message]
 
 
 def test_smtp_several_recipients_share_one_envelope(smtp_server: SmtpServer) -> None:
