@@ -227,7 +227,7 @@ class Deliverer:
         settings: Settings,
         renderer: Renderer | None = None,
         *,
-        batch_size: int = 50,
+        batch_size: int = 100,
         concurrency: int | None = None,
         signer: Callable[[bytes], bytes] | None = None,
     ) -> None:
@@ -296,20 +296,31 @@ class Deliverer:
             contents = compose_batch(
                 session, self.links, [d for d in deliveries if d.address not in suppressed]
             )
+            # Held here: the session's identity map is weak, so a get() per row would be a
+            # query per row.
+            send_empty = {
+                school_id: wanted
+                for school_id, wanted in session.execute(
+                    select(School.id, School.send_empty).where(
+                        School.id.in_({d.school_id for d in deliveries})
+                    )
+                )
+            }
             return [
-                self._render_one(session, delivery, at, contents.get(delivery.id))
+                self._render_one(
+                    delivery, contents.get(delivery.id), send_empty=send_empty[delivery.school_id]
+                )
                 for delivery in deliveries
             ]
 
     def _render_one(
-        self, session: Session, delivery: Delivery, at: datetime, content: MailContent | None
+        self, delivery: Delivery, content: MailContent | None, *, send_empty: bool
     ) -> _Prepared:
         if content is None:
             # Suppressed since planning (a bounce of another mail): this one would bounce too.
             return _Prepared(delivery.id, delivery.address, (), None, skip=SkipReason.SUPPRESSED)
-        school = session.get_one(School, delivery.school_id)
         if content.post_count == 0 and not (
-            school.send_empty and delivery.kind is DeliveryKind.NEWSLETTER
+            send_empty and delivery.kind is DeliveryKind.NEWSLETTER
         ):
             return _Prepared(delivery.id, delivery.address, (), None)
         # Rendered in its send's turn, not here: the server then reads one mail while we render
