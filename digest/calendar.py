@@ -25,8 +25,10 @@ Decisions, in one place:
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from zoneinfo import ZoneInfo
 
@@ -83,40 +85,74 @@ def event_calendar(
 def _calendar(
     posts: Sequence[PostContent], school: SchoolInfo, settings: Settings, now: datetime
 ) -> bytes:
-    tz = ZoneInfo(school.timezone)
+    # A calendar is its properties, then its components, each already in wire form: the
+    # VTIMEZONE and every event are built once (the same for every parent whose mail holds
+    # them) and joined, instead of building the whole calendar per combination of events.
+    entries = [
+        _entry_ical(post, school, settings.mail_domain, settings.mail_from, now) for post in posts
+    ]
+    # The VTIMEZONE covers whole years, so both of each year's DST changes are in it.
+    first = min(entry.first_year for entry in entries)
+    last = max(entry.last_year for entry in entries)
+    timezone = _timezone_ical(school.timezone, first, last)
+    return b"".join((_CALENDAR_HEAD, timezone, *(e.ical for e in entries), _CALENDAR_END))
+
+
+def _calendar_parts() -> tuple[bytes, bytes]:
     calendar = Calendar()
     calendar.add("prodid", PRODID)
     calendar.add("version", "2.0")
     calendar.add("calscale", "GREGORIAN")
     calendar.add("method", "PUBLISH")
-    entries = [_entry(post, school, settings, tz, now) for post in posts]
-    # The VTIMEZONE covers whole years, so both of each year's DST changes are in it.
-    years = [
-        moment.year
-        for entry in entries
-        for moment in (entry.decoded("dtstart"), entry.decoded("dtend"))
-    ]
-    calendar.add_component(
-        Timezone.from_tzinfo(
-            tz,
-            tzid=school.timezone,
-            first_date=date(min(years), 1, 1),
-            last_date=date(max(years) + 1, 1, 1),
-        )
-    )
-    for entry in entries:
-        calendar.add_component(entry)
     ics: bytes = calendar.to_ical()  # folded at 75 octets, CRLF line ends
+    end = b"END:VCALENDAR\r\n"
+    assert ics.endswith(end)
+    return ics[: -len(end)], end
+
+
+_CALENDAR_HEAD, _CALENDAR_END = _calendar_parts()
+
+
+@dataclass(frozen=True)
+class _EntryIcal:
+    ical: bytes
+    first_year: int
+    last_year: int
+
+
+@functools.lru_cache(maxsize=1024)
+def _entry_ical(
+    post: PostContent, school: SchoolInfo, mail_domain: str, mail_from: str, now: datetime
+) -> _EntryIcal:
+    entry = _entry(post, school, mail_domain, mail_from, ZoneInfo(school.timezone), now)
+    years = [entry.decoded(name).year for name in ("dtstart", "dtend")]
+    return _EntryIcal(entry.to_ical(), min(years), max(years))
+
+
+@functools.lru_cache(maxsize=64)
+def _timezone_ical(zone: str, first_year: int, last_year: int) -> bytes:
+    timezone = Timezone.from_tzinfo(
+        ZoneInfo(zone),
+        tzid=zone,
+        first_date=date(first_year, 1, 1),
+        last_date=date(last_year + 1, 1, 1),
+    )
+    ics: bytes = timezone.to_ical()
     return ics
 
 
 def _entry(
-    post: PostContent, school: SchoolInfo, settings: Settings, tz: tzinfo, now: datetime
+    post: PostContent,
+    school: SchoolInfo,
+    mail_domain: str,
+    mail_from: str,
+    tz: tzinfo,
+    now: datetime,
 ) -> Event:
     event = post.event
     assert event is not None
     entry = Event()
-    entry.add("uid", event_uid(post.id, settings.mail_domain))
+    entry.add("uid", event_uid(post.id, mail_domain))
     entry.add("dtstamp", now.astimezone(UTC))
     entry.add("sequence", event_sequence(event, now))
     if event.changed_at is not None:
@@ -131,7 +167,7 @@ def _entry(
     url = _web_url(post.url)
     if url:
         entry.add("url", url)
-    organizer = vCalAddress(f"mailto:{school.reply_to or settings.mail_from}")
+    organizer = vCalAddress(f"mailto:{school.reply_to or mail_from}")
     organizer.params["cn"] = _line(school.name)
     entry.add("organizer", organizer)
     return entry

@@ -427,3 +427,45 @@ def test_compose_gives_each_event_its_signed_link(
     assert str(moved["UID"]) == str(first["UID"]) == "post-m1@schakel.example"
     assert moved["SEQUENCE"] > first["SEQUENCE"]
     assert moved.decoded("DTSTART") == datetime(2026, 11, 27, 15, 0, tzinfo=AMS)
+
+
+def test_the_joined_calendar_is_the_one_icalendar_builds_whole() -> None:
+    # The calendar is assembled from cached pieces (head, VTIMEZONE, events); it must be
+    # byte for byte what icalendar makes of the same calendar built in one go, for any mix
+    # of events, including one across the new year (a VTIMEZONE over two years).
+    from icalendar import Timezone
+
+    from digest.calendar import PRODID, _entry
+
+    new_year = EventInfo(datetime(2027, 1, 8, 19, 0, tzinfo=AMS), None, "Aula")
+    day = EventInfo(datetime(2026, 12, 18, 0, 0, tzinfo=AMS), None, None)
+    posts = [
+        make_post("m1"),
+        make_post("m2", title="Nieuwjaarsborrel", event=new_year),
+        make_post("m3", title="Kerstvakantie", event=day),
+    ]
+    for chosen in ([posts[0]], [posts[1], posts[0]], posts, [posts[2]]):
+        whole = Calendar()
+        whole.add("prodid", PRODID)
+        whole.add("version", "2.0")
+        whole.add("calscale", "GREGORIAN")
+        whole.add("method", "PUBLISH")
+        entries = [
+            _entry(post, SCHOOL, SETTINGS.mail_domain, SETTINGS.mail_from, AMS, NOW)
+            for post in chosen
+        ]
+        years = [e.decoded(name).year for e in entries for name in ("dtstart", "dtend")]
+        whole.add_component(
+            Timezone.from_tzinfo(
+                AMS,
+                tzid="Europe/Amsterdam",
+                first_date=date(min(years), 1, 1),
+                last_date=date(max(years) + 1, 1, 1),
+            )
+        )
+        for entry in entries:
+            whole.add_component(entry)
+        joined = mail_calendar(make_content(*chosen), SETTINGS, now=NOW)
+        assert joined == whole.to_ical()
+        parsed = Calendar.from_ical(joined)
+        assert [str(e["summary"]) for e in parsed.walk("VEVENT")] == [p.title for p in chosen]
