@@ -26,9 +26,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import resource
+import signal
 import smtplib
 import subprocess
 import sys
@@ -37,7 +39,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -73,28 +75,102 @@ def child_import(url: str, guardians: int, seed: int) -> None:
     engine.dispose()
 
 
-def child_edition(url: str, port: int) -> dict[str, Any]:
-    """Plan every school's edition, deliver it to the sink; the figures as a dict."""
+def bench_settings(url: str, port: int) -> Any:
+    """The settings of every delivering process: 8 connections to the sink."""
+    from digest.settings import load_settings
+
+    return load_settings(
+        database_url=url,
+        mail_url=f"smtp://127.0.0.1:{port}?tls=none",
+        mail_from="nieuwsbrief@bench.example",
+        send_concurrency=8,
+    )
+
+
+def start_helpers(url: str, port: int, at: datetime, count: int) -> list[subprocess.Popen[bytes]]:
+    """``count`` worker processes on the same outbox, idle until rows are due.
+
+    They are the deployment's other workers (compose.yaml runs the scheduler and workers): they
+    send what the planning process has committed while it plans the next schools. Each runs
+    ``digest worker``'s loop (``run_worker``) at the bench's instant, which the command line
+    only allows with ``--once``.
+    """
+    command = [PYTHON, __file__, "_helper", url, str(port), at.isoformat()]
+    return [subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL) for _ in range(count)]
+
+
+def child_helper(url: str, port: int, at: datetime) -> None:
+    from digest.db import make_engine, session_factory
+    from digest.worker import run_worker
+
+    settings = bench_settings(url, port)
+    engine = make_engine(url)
+    asyncio.run(run_worker(session_factory(engine), settings, at=at, poll=0.2))  # until SIGTERM
+    engine.dispose()
+
+
+def wait_for_heartbeats(sessions: Any, helpers: list[subprocess.Popen[bytes]]) -> None:
+    """Process start is not the edition's: the clock starts once every helper has beaten."""
+    from sqlalchemy import func, select
+
+    from digest.models import Heartbeat
+
+    deadline = time.monotonic() + 120
+    while True:
+        with sessions() as session:
+            beaten = session.scalar(
+                select(func.count()).select_from(Heartbeat).where(Heartbeat.role == "worker")
+            )
+        if beaten >= len(helpers):
+            return
+        if time.monotonic() > deadline or any(h.poll() is not None for h in helpers):
+            raise RuntimeError("a helper worker did not start")
+        time.sleep(0.2)
+
+
+def open_rows(sessions: Any) -> int:
+    from sqlalchemy import func, select
+
+    from digest.models import Delivery, DeliveryStatus
+
+    with sessions() as session:
+        return int(
+            session.scalar(
+                select(func.count())
+                .select_from(Delivery)
+                .where(
+                    Delivery.status.in_(
+                        (DeliveryStatus.QUEUED, DeliveryStatus.SENDING, DeliveryStatus.RETRY)
+                    )
+                )
+            )
+            or 0
+        )
+
+
+def child_edition(url: str, port: int, workers: int) -> dict[str, Any]:
+    """Plan every school's edition, deliver it to the sink; the figures as a dict.
+
+    This process plans and then delivers, as ``digest scheduler`` with its embedded worker
+    does; ``workers`` − 1 ``digest worker`` processes deliver beside it from the first commit.
+    """
     from generate import CUTOFF
     from sqlalchemy import event, select
 
     from digest.db import make_engine, session_factory
     from digest.models import School
     from digest.plan import plan_edition
-    from digest.settings import load_settings
     from digest.worker import open_deliverer
 
-    settings = load_settings(
-        database_url=url,
-        mail_url=f"smtp://127.0.0.1:{port}?tls=none",
-        mail_from="nieuwsbrief@bench.example",
-        send_concurrency=8,
-    )
+    settings = bench_settings(url, port)
     engine = make_engine(url)
     sessions = session_factory(engine)
+    at = CUTOFF + timedelta(minutes=5)
+    helpers = start_helpers(url, port, at, workers - 1)
     deliverer = open_deliverer(sessions, settings)  # compiles the templates: process start-up
     with sessions() as session:
         schools = list(session.scalars(select(School.id).order_by(School.id)))
+    wait_for_heartbeats(sessions, helpers)
     round_trips = 0
 
     def count(*_args: Any) -> None:
@@ -110,7 +186,6 @@ def child_edition(url: str, port: int) -> dict[str, Any]:
             planned += sum(result.counts.values())
     event.remove(engine, "before_cursor_execute", count)
     plan_seconds = time.time() - started
-    at = CUTOFF + timedelta(minutes=5)
 
     async def deliver() -> dict[str, int]:
         try:
@@ -120,16 +195,28 @@ def child_edition(url: str, port: int) -> dict[str, Any]:
         return report.counts
 
     counts = asyncio.run(deliver())
+    while open_rows(sessions):  # what the helpers still have in flight
+        time.sleep(0.05)
+    deliver_seconds = time.time() - started - plan_seconds
+    for helper in helpers:
+        helper.send_signal(signal.SIGTERM)
+    for helper in helpers:
+        helper.wait(timeout=120)
     engine.dispose()
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {
         "started": started,
         "plan_seconds": plan_seconds,
-        "deliver_seconds": time.time() - started - plan_seconds,
+        "deliver_seconds": deliver_seconds,
         "schools": len(schools),
         "planned": planned,
         "round_trips": round_trips,
         "counts": counts,
-        "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "rss_mb": own,
+        # The helpers' largest (the kernel keeps the peak of the waited-for children).
+        "helper_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        if helpers
+        else 0.0,
     }
 
 
@@ -225,7 +312,9 @@ def run_child(*args: str) -> dict[str, Any]:
     return json.loads(lines[-1]) if lines else {}
 
 
-def one_run(backend: str, guardians: int, seed: int, admin_url: str) -> dict[str, Any]:
+def one_run(
+    backend: str, guardians: int, seed: int, admin_url: str, workers: int
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="digest-edition-") as tmp:
         folder = Path(tmp)
         with database(backend, folder, admin_url) as url:
@@ -233,7 +322,7 @@ def one_run(backend: str, guardians: int, seed: int, admin_url: str) -> dict[str
             run_child("_import", url, str(guardians), str(seed))
             imported = time.perf_counter() - started
             with sink(folder, "--count-only") as (port, stats):
-                edition = run_child("_edition", url, str(port))
+                edition = run_child("_edition", url, str(port), str(workers))
             with sink(folder, "--count-only") as (port, raw_stats):
                 raw = run_child("_raw", str(port), str(stats["count"]), str(seed), "8")
     rate = stats["count"] / max(stats["last"] - edition["started"], 1e-9)
@@ -242,6 +331,7 @@ def one_run(backend: str, guardians: int, seed: int, admin_url: str) -> dict[str
     return {
         "backend": backend,
         "guardians": guardians,
+        "workers": workers,
         "import_s": imported,
         "schools": edition["schools"],
         "planned": edition["planned"],
@@ -253,6 +343,7 @@ def one_run(backend: str, guardians: int, seed: int, admin_url: str) -> dict[str
         "raw_rate": raw_rate,
         "ratio": rate / raw_rate,
         "rss_mb": edition["rss_mb"],
+        "helper_rss_mb": edition["helper_rss_mb"],
         "round_trips": edition["round_trips"],
         "per_1000": per_thousand,
     }
@@ -264,7 +355,10 @@ def main(argv: list[str] | None = None) -> int:
         child_import(argv[1], int(argv[2]), int(argv[3]))
         return 0
     if argv and argv[0] == "_edition":
-        print(json.dumps(child_edition(argv[1], int(argv[2]))), flush=True)
+        print(json.dumps(child_edition(argv[1], int(argv[2]), int(argv[3]))), flush=True)
+        return 0
+    if argv and argv[0] == "_helper":
+        child_helper(argv[1], int(argv[2]), datetime.fromisoformat(argv[3]))
         return 0
     if argv and argv[0] == "_raw":
         result = child_raw(int(argv[1]), int(argv[2]), int(argv[3]), int(argv[4]))
@@ -276,6 +370,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--pg-admin-url", default=PG_ADMIN)
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        nargs="+",
+        default=[1, 2],
+        help="delivering processes: the planning one plus N-1 `digest worker`s (default: 1 2)",
+    )
     parser.add_argument("--quick", action="store_true", help="a small smoke run (2,000)")
     args = parser.parse_args(argv)
     if args.quick:
@@ -283,24 +384,32 @@ def main(argv: list[str] | None = None) -> int:
     backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs at start", flush=True)
     print(
-        "| backend | guardians | schools | mails sent | plan s | deliver s | newsletters/s | "
-        "raw smtplib/s | ratio | peak RSS MB | round trips | per 1,000 planned |"
+        "| backend | guardians | processes | schools | mails sent | plan s | deliver s | "
+        "newsletters/s | raw smtplib/s | ratio | peak RSS MB | round trips | per 1,000 planned |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
     results = []
     for backend in backends:
-        for size in args.sizes:
-            r = one_run(backend, size, args.seed, args.pg_admin_url)
+        for size, workers in itertools.product(args.sizes, args.workers):
+            r = one_run(backend, size, args.seed, args.pg_admin_url, workers)
             results.append(r)
+            rss = f"{r['rss_mb']:.0f}"
+            if r["helper_rss_mb"]:
+                rss += f" (+{r['helper_rss_mb']:.0f} each)"
             print(
-                f"| {backend} | {size:,} | {r['schools']} | {r['sent']:,} | {r['plan_s']:.1f} | "
+                f"| {backend} | {size:,} | {workers} | {r['schools']} | {r['sent']:,} | "
+                f"{r['plan_s']:.1f} | "
                 f"{r['deliver_s']:.1f} | {r['rate']:.0f} | {r['raw_rate']:.0f} | "
-                f"{r['ratio']:.2f} | {r['rss_mb']:.0f} | {r['round_trips']} | "
+                f"{r['ratio']:.2f} | {rss} | {r['round_trips']} | "
                 f"{r['per_1000']:.1f} |",
                 flush=True,
             )
     for backend in backends:
-        sizes = {r["guardians"]: r["rss_mb"] for r in results if r["backend"] == backend}
+        sizes = {
+            r["guardians"]: r["rss_mb"]
+            for r in results
+            if r["backend"] == backend and r["workers"] == args.workers[0]
+        }
         if len(sizes) >= 2:
             small, large = min(sizes), max(sizes)
             print(
