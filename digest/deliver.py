@@ -1,10 +1,12 @@
 """Deliver the outbox: claim due rows with a lease, render each, hand it to the transport, record.
 
 A row is ``sending`` while claimed; it becomes ``sent`` only after the transport accepted it
-(SMTP's 250), and each outcome is committed as soon as the server answered. A crash leaves
-claimed rows ``sending`` until their lease expires; then they are due again and sent again: the
-server may or may not have them, and a mail twice is better than a mail lost. So at most the mails
-in flight at the crash (``DIGEST_SEND_CONCURRENCY``) can go out twice, and none is lost.
+(SMTP's 250), and each outcome is committed as soon as the server answered, with the others that
+arrived during the previous commit (a group commit). A crash leaves claimed rows ``sending`` until
+their lease expires; then they are due again and sent again: the server may or may not have them,
+and a mail twice is better than a mail lost. So at most the mails in flight at the crash (on the
+wire, or accepted and waiting for that commit: at most ``UNRECORDED_PER_SLOT`` ×
+``DIGEST_SEND_CONCURRENCY``) can go out twice, and none is lost.
 
 When the server blames *us* (5.7.x at MAIL FROM or AUTH, 421 4.7.x), the transport pauses: one
 open ``transport_paused`` alert whose ``until`` every worker honours before it claims, doubling
@@ -51,6 +53,9 @@ log = logging.getLogger(__name__)
 
 DUE = (DeliveryStatus.QUEUED, DeliveryStatus.RETRY)
 SENDABLE_EDITION = (EditionStatus.PLANNED, EditionStatus.SENDING)
+# Outcomes per connection that may wait for their commit while the connection sends the next
+# mail: a crash repeats at most this many times the concurrency (README, "Decisions").
+UNRECORDED_PER_SLOT = 2
 
 
 @dataclass
@@ -355,7 +360,9 @@ class Deliverer:
         *,
         pause_open: bool,
     ) -> None:
-        gate = asyncio.Semaphore(self.concurrency)
+        gate = asyncio.Semaphore(self.concurrency)  # sends on the wire
+        # Sent or sending but not yet committed: what a crash could send twice.
+        unrecorded = asyncio.Semaphore(UNRECORDED_PER_SLOT * self.concurrency)
         pause_resolved = not pause_open  # the first accepted mail resolves an open pause
         pending: list[tuple[_Outcome, asyncio.Future[DeliveryStatus]]] = []
         writing = asyncio.Lock()
@@ -385,13 +392,16 @@ class Deliverer:
 
         async def one(item: _Prepared) -> None:
             nonlocal pause_resolved
-            async with gate:
-                if item.content is not None and report.paused is None and not self._stopping:
-                    item = self._render(item, at)
-                outcome = await self._send_one(item, report)
-                if outcome.status is DeliveryStatus.SENT and not pause_resolved:
-                    pause_resolved = True
-                    self._resolve_pause(at)
+            async with unrecorded:
+                async with gate:
+                    if item.content is not None and report.paused is None and not self._stopping:
+                        item = self._render(item, at)
+                    outcome = await self._send_one(item, report)
+                    if outcome.status is DeliveryStatus.SENT and not pause_resolved:
+                        pause_resolved = True
+                        self._resolve_pause(at)
+                # The connection's slot is free while the outcome waits for its commit: held
+                # through the commit, every slot stalled on each fsync.
                 status = await record(outcome)
             report.add(status.value)
             if progress:
