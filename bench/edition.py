@@ -178,6 +178,7 @@ def child_edition(url: str, port: int, workers: int) -> dict[str, Any]:
         round_trips += 1
 
     started = time.time()
+    cpu_started = time.process_time()
     event.listen(engine, "before_cursor_execute", count)
     planned = 0
     for school_id in schools:
@@ -198,6 +199,7 @@ def child_edition(url: str, port: int, workers: int) -> dict[str, Any]:
     while open_rows(sessions):  # what the helpers still have in flight
         time.sleep(0.05)
     deliver_seconds = time.time() - started - plan_seconds
+    cpu_seconds = time.process_time() - cpu_started
     for helper in helpers:
         helper.send_signal(signal.SIGTERM)
     for helper in helpers:
@@ -213,6 +215,7 @@ def child_edition(url: str, port: int, workers: int) -> dict[str, Any]:
         "round_trips": round_trips,
         "counts": counts,
         "rss_mb": own,
+        "cpu_seconds": cpu_seconds,  # this process's, from the start; helpers not counted
         # The helpers' largest (the kernel keeps the peak of the waited-for children).
         "helper_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         if helpers
@@ -344,6 +347,10 @@ def one_run(
         "ratio": rate / raw_rate,
         "rss_mb": edition["rss_mb"],
         "helper_rss_mb": edition["helper_rss_mb"],
+        # CPU per mail: the planning process (alone it does all the work) and the sink.
+        "edition_cpu_ms": 1000 * edition["cpu_seconds"] / max(stats["count"], 1),
+        "sink_cpu_ms": 1000 * stats.get("cpu", 0.0) / max(stats["count"], 1),
+        "raw_sink_cpu_ms": 1000 * raw_stats.get("cpu", 0.0) / max(raw_stats["count"], 1),
         "round_trips": edition["round_trips"],
         "per_1000": per_thousand,
     }
@@ -385,22 +392,27 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs at start", flush=True)
     print(
         "| backend | guardians | processes | schools | mails sent | plan s | deliver s | "
-        "newsletters/s | raw smtplib/s | ratio | peak RSS MB | round trips | per 1,000 planned |"
+        "newsletters/s | raw smtplib/s | ratio | CPU ms/mail, edition + sink | peak RSS MB | "
+        "round trips | per 1,000 planned |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
     results = []
     for backend in backends:
         for size, workers in itertools.product(args.sizes, args.workers):
             r = one_run(backend, size, args.seed, args.pg_admin_url, workers)
             results.append(r)
             rss = f"{r['rss_mb']:.0f}"
+            cpu = f"{r['edition_cpu_ms']:.1f} + {r['sink_cpu_ms']:.1f}"
+            if workers > 1:  # the helpers' CPU is not counted: only the sink's is meaningful
+                cpu = f"– + {r['sink_cpu_ms']:.1f}"
+            cpu += f" (raw: sink {r['raw_sink_cpu_ms']:.1f})"
             if r["helper_rss_mb"]:
                 rss += f" (+{r['helper_rss_mb']:.0f} each)"
             print(
                 f"| {backend} | {size:,} | {workers} | {r['schools']} | {r['sent']:,} | "
                 f"{r['plan_s']:.1f} | "
                 f"{r['deliver_s']:.1f} | {r['rate']:.0f} | {r['raw_rate']:.0f} | "
-                f"{r['ratio']:.2f} | {rss} | {r['round_trips']} | "
+                f"{r['ratio']:.2f} | {cpu} | {rss} | {r['round_trips']} | "
                 f"{r['per_1000']:.1f} |",
                 flush=True,
             )

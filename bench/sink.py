@@ -14,7 +14,8 @@ converse may fail (the worker can die between our 250 and its own record), which
 the duplicate the benchmark measures. SIGTERM or SIGINT stops it after the open dialogues.
 
 ``--count-only`` (bench/edition.py) logs nothing: on SIGTERM it prints one line
-``stats {"count": n, "first": t0, "last": t1}`` (epoch seconds of the first and last 250).
+``stats {"count": n, "first": t0, "last": t1, "cpu": s}`` (epoch seconds of the first and last
+250; CPU seconds from listening to the last 250).
 ``--delay-ms`` answers each message that much later, as a distant relay would (bench/scale_out.py).
 """
 
@@ -55,6 +56,7 @@ class RecordingHandler:
         self.accepted = 0
         self.first = 0.0
         self.last = 0.0
+        self.cpu_start = self.cpu_last = 0.0
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         if self.delay:
@@ -66,6 +68,7 @@ class RecordingHandler:
             self.log.flush()
         self.accepted += 1
         self.last = time.time()
+        self.cpu_last = time.process_time()
         if self.accepted == 1:
             self.first = self.last
         return f"250 2.0.0 OK queued as S{self.accepted}"
@@ -85,6 +88,7 @@ async def serve(
             return SMTP(handler, hostname="sink.test", enable_SMTPUTF8=True, loop=loop)
 
         server = await loop.create_server(protocol, host=host, port=0)
+        handler.cpu_start = time.process_time()  # start-up excluded
         port = server.sockets[0].getsockname()[1]
         if port_file is not None:
             # Written whole, then renamed: a reader polling for the file never sees half.
@@ -112,7 +116,12 @@ def main(argv: list[str] | None = None) -> int:
     if (args.log is None) == (not args.count_only):
         parser.error("give --log or --count-only")
     handler = asyncio.run(serve(args.log, args.port_file, delay=args.delay_ms / 1000))
-    stats = {"count": handler.accepted, "first": handler.first, "last": handler.last}
+    stats = {
+        "count": handler.accepted,
+        "first": handler.first,
+        "last": handler.last,
+        "cpu": max(0.0, handler.cpu_last - handler.cpu_start),  # seconds, until the last 250
+    }
     print(f"stats {json.dumps(stats)}", flush=True)
     print(f"accepted {handler.accepted}", file=sys.stderr, flush=True)
     return 0
