@@ -138,11 +138,8 @@ def open_rows(sessions: Any) -> int:
             session.scalar(
                 select(func.count())
                 .select_from(Delivery)
-                .where(
-                    Delivery.status.in_(
-                        (DeliveryStatus.QUEUED, DeliveryStatus.SENDING, DeliveryStatus.RETRY)
-                    )
-                )
+                # A row put back for a retry waits minutes: not what the edition waits for.
+                .where(Delivery.status.in_((DeliveryStatus.QUEUED, DeliveryStatus.SENDING)))
             )
             or 0
         )
