@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
@@ -21,9 +25,11 @@ from digest.content import (
 )
 from digest.links import Links
 from digest.models import (
+    Child,
     Delivery,
     DeliveryKind,
     Edition,
+    Event,
     Group,
     GroupKind,
     Guardian,
@@ -31,8 +37,10 @@ from digest.models import (
     MediaType,
     PhotoConsent,
     Post,
+    PostKind,
     Recipient,
     School,
+    media_children,
 )
 from digest.periods import iso_week
 from digest.sanitize import clean_teacher_html
@@ -74,63 +82,217 @@ def load_posts(session: Session, post_ids: Iterable[str]) -> list[Post]:
     )
 
 
+@dataclass(frozen=True)
+class _MediaShot:
+    """A photo or video of a post as the mail's rule sees it, consent already decided."""
+
+    id: str
+    is_video: bool
+    still: str | None  # the image, or the video's poster
+    alt: str | None
+    mailable: bool  # every child in it allows mail
+
+
+@dataclass(frozen=True)
+class _PostShot:
+    """What a mail shows of a post, read from its rows: plain, hashable values.
+
+    Two equal shots give the same PostContent, so a post is built (HTML cleaned, links signed)
+    once for every batch that carries it until its row or a child's consent changes. The JSON
+    columns are kept as canonical JSON text, so the shot can be hashed.
+    """
+
+    id: str
+    group_id: str
+    kind: PostKind
+    title: str
+    author: str
+    published_at: datetime | None
+    body_html: str
+    url: str | None
+    links: str
+    meeting: str
+    help: str
+    media: tuple[_MediaShot, ...]
+    event: tuple[datetime, datetime | None, str | None] | None
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _shot(post: Post) -> _PostShot:
+    """A loaded Post as a shot (the web pages' single posts)."""
+    return _PostShot(
+        id=post.id,
+        group_id=post.group_id,
+        kind=post.kind,
+        title=post.title,
+        author=post.author,
+        published_at=post.published_at,
+        body_html=post.body_html,
+        url=post.url,
+        links=_json(post.links or []),
+        meeting=_json(post.meeting),
+        help=_json(post.help),
+        media=tuple(
+            _MediaShot(
+                id=media.id,
+                is_video=media.type is MediaType.VIDEO,
+                still=media.url if media.type is MediaType.IMAGE else media.poster_url,
+                alt=media.alt,
+                mailable=may_mail(media),
+            )
+            for media in post.media
+        ),
+        event=(post.event.starts_at, post.event.ends_at, post.event.location)
+        if post.event is not None
+        else None,
+    )
+
+
+def load_shots(session: Session, post_ids: Iterable[str]) -> list[_PostShot]:
+    """The posts that still exist and are not deleted, in mail order, in four plain queries.
+
+    Consent is read here, at render time, for every child in every photo.
+    """
+    ids = list(post_ids)
+    if not ids:
+        return []
+    media: dict[str, list[_MediaShot]] = {}
+    consents: dict[str, bool] = {}
+    for media_id, consent in session.execute(
+        select(media_children.c.media_id, Child.photo_consent)
+        .join(Child, Child.id == media_children.c.child_id)
+        .join(Media, Media.id == media_children.c.media_id)
+        .where(Media.post_id.in_(ids))
+    ):
+        consents[media_id] = consents.get(media_id, True) and consent in MAIL_CONSENT
+    for media_id, post_id, kind, url, poster_url, alt in session.execute(
+        select(Media.id, Media.post_id, Media.type, Media.url, Media.poster_url, Media.alt)
+        .where(Media.post_id.in_(ids))
+        .order_by(Media.post_id, Media.position, Media.id)
+    ):
+        media.setdefault(post_id, []).append(
+            _MediaShot(
+                id=media_id,
+                is_video=kind is MediaType.VIDEO,
+                still=url if kind is MediaType.IMAGE else poster_url,
+                alt=alt,
+                mailable=consents.get(media_id, True),  # no child in it: nobody to refuse
+            )
+        )
+    events = {
+        post_id: (starts_at, ends_at, location)
+        for post_id, starts_at, ends_at, location in session.execute(
+            select(Event.post_id, Event.starts_at, Event.ends_at, Event.location).where(
+                Event.post_id.in_(ids)
+            )
+        )
+    }
+    rows = session.execute(
+        select(
+            Post.id,
+            Post.group_id,
+            Post.kind,
+            Post.title,
+            Post.author,
+            Post.published_at,
+            Post.body_html,
+            Post.url,
+            Post.links,
+            Post.meeting,
+            Post.help,
+        )
+        .where(Post.id.in_(ids), Post.deleted_at.is_(None))
+        .order_by(Post.published_at, Post.id)
+    )
+    return [
+        _PostShot(
+            id=row.id,
+            group_id=row.group_id,
+            kind=row.kind,
+            title=row.title,
+            author=row.author,
+            published_at=row.published_at,
+            body_html=row.body_html,
+            url=row.url,
+            links=_json(row.links or []),
+            meeting=_json(row.meeting),
+            help=_json(row.help),
+            media=tuple(media.get(row.id, ())),
+            event=events.get(row.id),
+        )
+        for row in rows
+    ]
+
+
 def post_content(post: Post, links: Links) -> PostContent:
     """One post as a mail shows it: only the photos consent allows, signed links, clean HTML."""
+    return built_post(_shot(post), links)
+
+
+def built_post(shot: _PostShot, links: Links) -> PostContent:
+    """The PostContent of a shot; the same object for equal shots on the same (UTC) day."""
+    return _built(shot, links, datetime.now(UTC).date())
+
+
+# A post goes into every mail of its groups, batch after batch: built once while its rows and
+# its children's consent stay the same. Keyed by the day too, so the timed links it carries
+# (photos, album, calendar) are never more than a day older than the mail.
+@functools.lru_cache(maxsize=1024)
+def _built(shot: _PostShot, links: Links, day: date) -> PostContent:
     photos: list[Photo] = []
     withheld = 0
-    for media in post.media:
-        still = media.url if media.type is MediaType.IMAGE else media.poster_url
-        if not still or not may_mail(media):
+    for media in shot.media:
+        if not media.still or not media.mailable:
             withheld += 1
             continue
-        is_video = media.type is MediaType.VIDEO
         photos.append(
             Photo(
                 url=links.media(media.id),
                 # Without the portal's alt the template writes one in the mail's language.
                 alt=media.alt or "",
-                is_video=is_video,
-                link=post.url if is_video else None,
+                is_video=media.is_video,
+                link=shot.url if media.is_video else None,
             )
         )
     event = None
-    if post.event is not None:
+    if shot.event is not None:
         # No changed_at: the store keeps no time of an edit (see digest.calendar on SEQUENCE).
-        event = EventInfo(
-            post.event.starts_at,
-            post.event.ends_at,
-            post.event.location,
-            ics_url=links.event(post.id),
-        )
+        starts_at, ends_at, location = shot.event
+        event = EventInfo(starts_at, ends_at, location, ics_url=links.event(shot.id))
     signup = None
-    if post.meeting:
+    meeting, help_ = json.loads(shot.meeting), json.loads(shot.help)
+    if meeting:
         signup = SignupInfo(
-            signup_url=post.meeting.get("signup_url"),
-            deadline=_instant(post.meeting.get("deadline")),
+            signup_url=meeting.get("signup_url"),
+            deadline=_instant(meeting.get("deadline")),
         )
-    elif post.help:
+    elif help_:
         signup = SignupInfo(
-            signup_url=post.help.get("signup_url"),
-            needed_at=_instant(post.help.get("needed_at")),
-            what=post.help.get("what"),
+            signup_url=help_.get("signup_url"),
+            needed_at=_instant(help_.get("needed_at")),
+            what=help_.get("what"),
         )
-    assert post.published_at is not None
+    assert shot.published_at is not None
     return PostContent(
-        id=post.id,
-        kind=post.kind.value,
-        title=post.title,
-        author=post.author,
-        published_at=post.published_at,
-        body_html=clean_teacher_html(post.body_html),
-        url=post.url,
+        id=shot.id,
+        kind=shot.kind.value,
+        title=shot.title,
+        author=shot.author,
+        published_at=shot.published_at,
+        body_html=clean_teacher_html(shot.body_html),
+        url=shot.url,
         photos=tuple(photos),
         withheld_photos=withheld,
         event=event,
         links=tuple(
-            LinkInfo(url=link["url"], title=link.get("title") or "") for link in post.links or []
+            LinkInfo(url=link["url"], title=link.get("title") or "")
+            for link in json.loads(shot.links)
         ),
         signup=signup,
-        gallery_url=links.gallery(post.id) if len(photos) > MAX_THUMBNAILS else None,
+        gallery_url=links.gallery(shot.id) if len(photos) > MAX_THUMBNAILS else None,
     )
 
 
@@ -153,13 +315,13 @@ def compose(
     kind: str = "newsletter",
 ) -> MailContent:
     """The content of one mail to ``address``; posts deleted since planning are left out."""
-    posts = load_posts(session, post_ids)
+    posts = load_shots(session, post_ids)
     return _assemble(
         links,
         school=school,
         posts=posts,
         groups=_groups_of(session, posts),
-        contents={post.id: post_content(post, links) for post in posts},
+        contents={post.id: built_post(post, links) for post in posts},
         guardian_ids=guardian_ids,
         names=names,
         address=address,
@@ -169,7 +331,7 @@ def compose(
     )
 
 
-def _groups_of(session: Session, posts: Iterable[Post]) -> dict[str, Group]:
+def _groups_of(session: Session, posts: Iterable[_PostShot]) -> dict[str, Group]:
     ids = {post.group_id for post in posts}
     return {g.id: g for g in session.scalars(select(Group).where(Group.id.in_(ids)))}
 
@@ -178,7 +340,7 @@ def _assemble(
     links: Links,
     *,
     school: School,
-    posts: Sequence[Post],
+    posts: Sequence[_PostShot],
     groups: dict[str, Group],
     contents: dict[str, PostContent],
     guardian_ids: Sequence[str],
@@ -290,9 +452,9 @@ def compose_batch(
         .order_by(Guardian.name, Guardian.id)
     ):
         sharing[delivery_id].append((guardian_id, name))
-    posts = load_posts(session, {post_id for d in newsletters for post_id in d.post_ids})
+    posts = load_shots(session, {post_id for d in newsletters for post_id in d.post_ids})
     groups = _groups_of(session, posts)
-    built = {post.id: post_content(post, links) for post in posts}
+    built = {post.id: built_post(post, links) for post in posts}
     for delivery in newsletters:
         wanted = set(delivery.post_ids)
         edition = editions.get(delivery.edition_id) if delivery.edition_id else None

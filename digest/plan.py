@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Select, and_, case, exists, func, insert, literal, select, union
@@ -98,7 +98,44 @@ class PlanDecision:
     preferences: dict[str, Preference] = field(default_factory=dict)
 
 
-def effective_preference(guardian: Guardian) -> tuple[Preference, bool, str | None]:
+class PreferenceFacts(Protocol):
+    """What ``effective_preference`` reads: a Guardian, or a row of the same columns."""
+
+    @property
+    def delivery(self) -> Preference: ...
+    @property
+    def locale(self) -> str | None: ...
+    @property
+    def portal_account(self) -> bool: ...
+    @property
+    def preferences_updated_at(self) -> datetime | None: ...
+    @property
+    def local_delivery(self) -> Preference | None: ...
+    @property
+    def local_locale(self) -> str | None: ...
+    @property
+    def local_choice_at(self) -> datetime | None: ...
+    @property
+    def opted_out_at(self) -> datetime | None: ...
+
+
+# The columns of a guardian that planning reads, selected as plain rows (no ORM objects).
+_GUARDIAN_FACTS = (
+    Guardian.id,
+    Guardian.name,
+    Guardian.email,
+    Guardian.locale,
+    Guardian.delivery,
+    Guardian.portal_account,
+    Guardian.preferences_updated_at,
+    Guardian.local_delivery,
+    Guardian.local_locale,
+    Guardian.local_choice_at,
+    Guardian.opted_out_at,
+)
+
+
+def effective_preference(guardian: PreferenceFacts) -> tuple[Preference, bool, str | None]:
     """A guardian's preference, opt-out and locale after weighing local choices against imports.
 
     A choice made through the service wins until the portal sends a newer
@@ -224,20 +261,20 @@ def gather(session: Session, school: School, *, post_query: Select[Any]) -> Plan
         .where(Guardian.school_id == school.id),
     ).subquery()
     suppressed = exists().where(Suppression.address == func.lower(Guardian.email))
-    found: dict[str, tuple[Guardian, bool]] = {}
+    found: dict[str, Any] = {}  # a row per guardian: its first
     groups_of: dict[str, set[str]] = defaultdict(set)
-    for guardian, is_suppressed, group_id in session.execute(
-        select(Guardian, suppressed.label("suppressed"), memberships.c.group_id)
+    for row in session.execute(
+        select(*_GUARDIAN_FACTS, suppressed.label("suppressed"), memberships.c.group_id)
         .outerjoin(memberships, memberships.c.guardian_id == Guardian.id)
         .where(Guardian.school_id == school.id)
         .order_by(Guardian.id)
     ):
-        found[guardian.id] = (guardian, bool(is_suppressed))
-        if group_id is not None:
-            groups_of[guardian.id].add(group_id)
+        found.setdefault(row.id, row)
+        if row.group_id is not None:
+            groups_of[row.id].add(row.group_id)
 
     guardians = []
-    for guardian, is_suppressed in found.values():
+    for guardian in found.values():
         preference, opted_out, locale = effective_preference(guardian)
         guardians.append(
             GuardianFacts(
@@ -248,7 +285,7 @@ def gather(session: Session, school: School, *, post_query: Select[Any]) -> Plan
                 preference=preference,
                 opted_out=opted_out,
                 groups=frozenset(groups_of.get(guardian.id, ())),
-                suppressed=is_suppressed,
+                suppressed=bool(guardian.suppressed),
             )
         )
     return PlanInput(
