@@ -121,8 +121,12 @@ def _json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
-def _shot(post: Post) -> _PostShot:
-    """A loaded Post as a shot (the web pages' single posts)."""
+def _shot(
+    post: Any,
+    media: tuple[_MediaShot, ...],
+    event: tuple[datetime, datetime | None, str | None] | None,
+) -> _PostShot:
+    """A post's shot from a Post or a row with the same names, its media and its event."""
     return _PostShot(
         id=post.id,
         group_id=post.group_id,
@@ -135,19 +139,19 @@ def _shot(post: Post) -> _PostShot:
         links=_json(post.links or []),
         meeting=_json(post.meeting),
         help=_json(post.help),
-        media=tuple(
-            _MediaShot(
-                id=media.id,
-                is_video=media.type is MediaType.VIDEO,
-                still=media.url if media.type is MediaType.IMAGE else media.poster_url,
-                alt=media.alt,
-                mailable=may_mail(media),
-            )
-            for media in post.media
-        ),
-        event=(post.event.starts_at, post.event.ends_at, post.event.location)
-        if post.event is not None
-        else None,
+        media=media,
+        event=event,
+    )
+
+
+def _media_shot(media: Any, mailable: bool) -> _MediaShot:
+    """A Media, or a row with the same names, as a shot."""
+    return _MediaShot(
+        id=media.id,
+        is_video=media.type is MediaType.VIDEO,
+        still=media.url if media.type is MediaType.IMAGE else media.poster_url,
+        alt=media.alt,
+        mailable=mailable,
     )
 
 
@@ -168,20 +172,13 @@ def load_shots(session: Session, post_ids: Iterable[str]) -> list[_PostShot]:
         .where(Media.post_id.in_(ids))
     ):
         consents[media_id] = consents.get(media_id, True) and consent in MAIL_CONSENT
-    for media_id, post_id, kind, url, poster_url, alt in session.execute(
+    for row in session.execute(
         select(Media.id, Media.post_id, Media.type, Media.url, Media.poster_url, Media.alt)
         .where(Media.post_id.in_(ids))
         .order_by(Media.post_id, Media.position, Media.id)
     ):
-        media.setdefault(post_id, []).append(
-            _MediaShot(
-                id=media_id,
-                is_video=kind is MediaType.VIDEO,
-                still=url if kind is MediaType.IMAGE else poster_url,
-                alt=alt,
-                mailable=consents.get(media_id, True),  # no child in it: nobody to refuse
-            )
-        )
+        mailable = consents.get(row.id, True)  # no child in it: nobody to refuse
+        media.setdefault(row.post_id, []).append(_media_shot(row, mailable))
     events = {
         post_id: (starts_at, ends_at, location)
         for post_id, starts_at, ends_at, location in session.execute(
@@ -207,29 +204,15 @@ def load_shots(session: Session, post_ids: Iterable[str]) -> list[_PostShot]:
         .where(Post.id.in_(ids), Post.deleted_at.is_(None))
         .order_by(Post.published_at, Post.id)
     )
-    return [
-        _PostShot(
-            id=row.id,
-            group_id=row.group_id,
-            kind=row.kind,
-            title=row.title,
-            author=row.author,
-            published_at=row.published_at,
-            body_html=row.body_html,
-            url=row.url,
-            links=_json(row.links or []),
-            meeting=_json(row.meeting),
-            help=_json(row.help),
-            media=tuple(media.get(row.id, ())),
-            event=events.get(row.id),
-        )
-        for row in rows
-    ]
+    return [_shot(row, tuple(media.get(row.id, ())), events.get(row.id)) for row in rows]
 
 
 def post_content(post: Post, links: Links) -> PostContent:
     """One post as a mail shows it: only the photos consent allows, signed links, clean HTML."""
-    return built_post(_shot(post), links)
+    media = tuple(_media_shot(item, may_mail(item)) for item in post.media)
+    event = post.event
+    when = (event.starts_at, event.ends_at, event.location) if event is not None else None
+    return built_post(_shot(post, media, when), links)
 
 
 def built_post(shot: _PostShot, links: Links) -> PostContent:

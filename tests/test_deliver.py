@@ -8,7 +8,7 @@ import mailbox
 from email.policy import default
 from typing import Any
 
-from conftest import document, post
+from conftest import child, document, post
 from smtp_server import SmtpServer
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -115,6 +115,48 @@ def test_temporary_refusal_is_retried_later_and_then_sent(
         ("p1@ouders.example",),
         ("p2@ouders.example",),
     ]
+
+
+def test_a_later_batch_sees_a_consent_withdrawn_and_a_post_edited_after_an_earlier_one(
+    sessions, small_school, smtp_server: SmtpServer
+):
+    """A post is built once for many mails, but never served from before a change to it."""
+    photo = {
+        "id": "f1",
+        "type": "image",
+        "url": "https://portal.example/f1.jpg",
+        "child_ids": ["c1"],
+    }
+    whole_school = post("m3", "gs", "2026-11-26T12:00:00+01:00", title="Sinterklaas op school")
+    small_school["posts"][2] = {**whole_school, "media": [photo]}
+    smtp_server.rcpt_replies["p2@ouders.example"] = "451 4.3.0 try again later"
+    prepare(sessions, small_school)
+    deliver(sessions, smtp_server.url())
+    with sessions() as session, session.begin():
+        retry_at = (
+            session.scalars(select(Delivery).where(Delivery.address == "p2@ouders.example"))
+            .one()
+            .next_attempt_at
+        )
+        import_document(
+            session,
+            document(
+                children=[child("c1", ["g5"], consent="portal")],
+                posts=[{**whole_school, "title": "Sinterklaas komt", "media": [photo]}],
+            ),
+        )
+    del smtp_server.rcpt_replies["p2@ouders.example"]
+    deliver(sessions, smtp_server.url(), at=retry_at)
+
+    def html_to(address: str) -> str:
+        (mail,) = [m for m in smtp_server.messages if m.rcpt_tos == (address,)]
+        parsed = email.message_from_bytes(mail.content, policy=default)
+        return parsed.get_body(("html",)).get_content()
+
+    first, later = html_to("p1@ouders.example"), html_to("p2@ouders.example")
+    assert "/media/" in first and "Sinterklaas op school" in first
+    assert "/media/" not in later  # c1's parents no longer allow mail
+    assert "Sinterklaas komt" in later and "Sinterklaas op school" not in later
 
 
 def test_post_deleted_after_planning_is_not_mailed(sessions, small_school, tmp_path):
