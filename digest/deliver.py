@@ -84,6 +84,24 @@ class _Outcome:
     parts_sent: int = 0
 
 
+# Every plain success of a group commit in one executemany; the statement is built once.
+_MARK_SENT = (
+    update(Delivery.__table__)  # type: ignore[arg-type]
+    .where(Delivery.__table__.c.id == bindparam("row_id"))
+    .values(
+        status=DeliveryStatus.SENT,
+        reason=None,
+        lease_until=None,
+        last_reply=bindparam("reply"),
+        parts_sent=bindparam("parts"),
+        sent_at=bindparam("at"),
+        message_id=bindparam("message"),
+        size_bytes=bindparam("size"),
+        next_attempt_at=None,
+    )
+)
+
+
 def _plain_success(outcome: _Outcome) -> bool:
     """Sent, with a reply, nothing to suppress or pause: recorded without reading the row."""
     return (
@@ -494,19 +512,7 @@ class Deliverer:
         with self.sessions() as session, session.begin():
             if plain:
                 session.connection().execute(
-                    update(Delivery.__table__)  # type: ignore[arg-type]
-                    .where(Delivery.__table__.c.id == bindparam("row_id"))
-                    .values(
-                        status=DeliveryStatus.SENT,
-                        reason=None,
-                        lease_until=None,
-                        last_reply=bindparam("reply"),
-                        parts_sent=bindparam("parts"),
-                        sent_at=at,
-                        message_id=bindparam("message"),
-                        size_bytes=bindparam("size"),
-                        next_attempt_at=None,
-                    ),
+                    _MARK_SENT,
                     [
                         {
                             "row_id": o.delivery_id,
@@ -514,6 +520,7 @@ class Deliverer:
                             "parts": o.parts_sent,
                             "message": o.message_id,
                             "size": o.size,
+                            "at": at,
                         }
                         for o in plain
                     ],
