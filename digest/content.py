@@ -6,7 +6,7 @@ checked when this is built, which is render time), the sanitised teacher HTML, t
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 
 MAX_THUMBNAILS = 6  # two rows of three: enough to see what happened, small enough to load
@@ -68,6 +68,18 @@ class PostContent:
     # The service's page with every photo consent allows; set when the mail shows only the first
     # MAX_THUMBNAILS of them.
     gallery_url: str | None = None
+
+    def __hash__(self) -> int:
+        # Every cache of the renderer is keyed by post, and a post goes into many mails: its
+        # fields (photos, body) are hashed once. Kept out of pickles: hashes differ by process.
+        cached = self.__dict__.get("_hash")
+        if cached is None:
+            cached = hash(tuple(getattr(self, f.name) for f in fields(self)))
+            object.__setattr__(self, "_hash", cached)
+        return cached
+
+    def __getstate__(self) -> dict[str, object]:
+        return {key: value for key, value in self.__dict__.items() if key != "_hash"}
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ def available_locales(locale_dir: Path) -> frozenset[str]:
     return frozenset(po.parent.parent.name for po in locale_dir.glob(f"*/LC_MESSAGES/{DOMAIN}.po"))
 
 
+@functools.lru_cache(maxsize=256)  # once per tag: every mail asks
 def resolve_locale(tag: str, locale_dir: Path) -> str:
     """The catalogue for a BCP 47 tag: the tag itself, else its language, else the default."""
     known = available_locales(locale_dir)
@@ -68,12 +69,12 @@ def format_day(moment: datetime, tz: tzinfo, locale: str, *, now: datetime | Non
     local = moment.astimezone(tz)
     this_year = (now or datetime.now(tz)).astimezone(tz).year
     pattern = _DAY if local.year == this_year else _DAY_WITH_YEAR
-    return format_datetime(local, pattern, tzinfo=tz, locale=locale)
+    return format_datetime(local, pattern, tzinfo=tz, locale=_babel(locale))
 
 
 def format_clock(moment: datetime, tz: tzinfo, locale: str) -> str:
     """The time of day in the school's zone, e.g. "09:00"."""
-    return format_datetime(moment.astimezone(tz), _TIME, tzinfo=tz, locale=locale)
+    return format_datetime(moment.astimezone(tz), _TIME, tzinfo=tz, locale=_babel(locale))
 
 
 def format_span(
@@ -90,4 +91,10 @@ def format_span(
 
 def format_names(names: Sequence[str], locale: str) -> str:
     """Names as the language lists them: "Groep 5, Groep 7 en De Schakel"."""
-    return format_list(list(names), locale=locale) if names else ""
+    return format_list(list(names), locale=_babel(locale)) if names else ""
+
+
+@functools.lru_cache(maxsize=64)
+def _babel(locale: str) -> Locale:
+    # Babel parses a locale given by name on every call; a mail formats several names and dates.
+    return Locale.parse(locale)

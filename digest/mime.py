@@ -246,14 +246,14 @@ def _boundary() -> str:
 
 def build_mail(
     headers: Sequence[tuple[str, str]],
-    text: str,
+    text: str | Sequence[str],
     html: str | Sequence[str],
     attachment: Attachment | None = None,
 ) -> bytes:
     """The mail's bytes: ``headers`` (name, ASCII value) then the text and HTML alternatives.
 
-    ``html`` may be a sequence of pieces whose concatenation is the HTML: a piece that recurs
-    (the same post in many mails) is encoded once.
+    ``text`` and ``html`` may each be a sequence of pieces whose concatenation is the part: a
+    piece that recurs (the same post, the same page, in many mails) is encoded once.
 
     With an attachment the mail is multipart/mixed: the alternatives, then the attachment.
     ``MIME-Version`` and the ``Content-*`` headers of the structure are added here.

@@ -22,8 +22,9 @@ import logging
 import re
 import secrets
 import textwrap
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime, tzinfo
 from email.headerregistry import BaseHeader, HeaderRegistry, UniqueUnstructuredHeader
 from email.message import EmailMessage
@@ -37,7 +38,7 @@ from zoneinfo import ZoneInfo
 import css_inline
 from babel.support import Translations
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template, select_autoescape
-from markupsafe import Markup
+from markupsafe import Markup, escape
 from mjml import mjml2html
 
 from digest import mime
@@ -77,7 +78,12 @@ TEXT_WIDTH = 72
 # How many posts' rendered pieces each cache keeps. An edition goes school by school (rows in
 # planning order), so a few schools' worth is enough; more would only grow the memory.
 _POSTS_CACHED = 512
+# How many pages (the mail of one mix of posts, but for its personal links) the renderer keeps.
+# A school's parents share a few dozen mixes, and an edition goes school by school.
+_PAGES_CACHED = 256
 _SAFE_SCHEMES = frozenset({"https", "http", "mailto"})
+# A mail's only personal values in its body: the URL fields of MailContent, filled in per mail.
+_PERSONAL = ("preferences_url", "unsubscribe_url")
 
 logger = logging.getLogger(__name__)
 
@@ -138,16 +144,32 @@ class _Html:
     content: MailContent  # with every URL made safe
     locale: str
     now: datetime
-    context: dict[str, Any]
+    page: _Page | None  # None for the per-message reference pipeline
     subject: str
     html: str
-    # ``html`` in pieces, each post's the same string object for every mail that carries it:
-    # digest.mime encodes such a piece once (``html`` is their concatenation).
+    # ``html`` in pieces, each post's and the page's own the same string object for every mail
+    # that carries it: digest.mime encodes such a piece once (``html`` is their concatenation).
     segments: tuple[str, ...]
 
     @property
     def size(self) -> int:
         return len(self.html.encode("utf-8"))
+
+
+@dataclass
+class _Page:
+    """What every parent whose mail holds the same posts gets, rendered once for all of them.
+
+    The only personal parts of a mail's body are its two links (mail settings, unsubscribe); the
+    page holds marks in their place, which each mail fills in (names and address are headers).
+    """
+
+    context: dict[str, Any]  # the shared content's, for the text part
+    subject: str
+    segments: tuple[str, ...]  # the HTML; a piece at an index of ``personal`` is to fill in
+    personal: tuple[tuple[int, str], ...]  # (index in segments, the MailContent URL field)
+    # The text part, wrapped, once a mail asks for it; odd pieces are whole lines with a mark.
+    text: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -190,6 +212,7 @@ class Renderer:
         self._overview = functools.lru_cache(maxsize=_POSTS_CACHED)(self._overview_text)
         self._calendar = functools.lru_cache(maxsize=_POSTS_CACHED)(self._events_calendar)
         self._posts: dict[tuple[object, ...], str] = {}  # posts rendered, HTML (Markup) and text
+        self._pages: OrderedDict[tuple[object, ...], _Page] = OrderedDict()  # by shared content
         # Marks a post's place in a rendered page; random, so no text in a mail can forge one.
         self._mark = f"\U000f0000{secrets.token_hex(8)}\U000f0000"
 
@@ -199,13 +222,14 @@ class Renderer:
         """Render ``content`` in its locale (a locale without catalogue falls back to Dutch)."""
         compiled = self._html(content, now)
         subject, html = compiled.subject, compiled.html
-        text = self._text(compiled)
+        text_segments = self._text_segments(compiled)
+        text = "".join(text_segments)
         message_id = message_id or make_msgid(domain=self._settings.mail_domain)
         data = self.message_bytes(
             compiled.content,
             compiled.locale,
             subject,
-            text,
+            text_segments,
             compiled.segments,
             compiled.now,
             message_id,
@@ -224,19 +248,40 @@ class Renderer:
     ) -> tuple[str, str, str]:
         """(subject, HTML part, text part) of ``content``: ``render`` without the message."""
         compiled = self._html(content, now)
-        return compiled.subject, compiled.html, self._text(compiled)
+        return compiled.subject, compiled.html, "".join(self._text_segments(compiled))
 
-    def _text(self, compiled: _Html) -> str:
-        plain_sections = [
-            (section, [_plain_post(post) for post in section.posts])
-            for section in compiled.content.sections
-        ]
-        template = self._chrome[compiled.locale].text
-        return _wrap(
-            template.render(
-                compiled.context, subject=compiled.subject, plain_sections=plain_sections
+    def _text_segments(self, compiled: _Html) -> tuple[str, ...]:
+        """The text part in pieces: the page's, rendered once, and the lines with personal links."""
+        page = compiled.page
+        assert page is not None, "the reference pipeline renders no text part"
+        if page.text is None:
+            shared: MailContent = page.context["content"]
+            plain_sections = [
+                (section, [_plain_post(post) for post in section.posts])
+                for section in shared.sections
+            ]
+            template = self._chrome[compiled.locale].text
+            text = template.render(
+                page.context, subject=page.subject, plain_sections=plain_sections
             )
+            page.text = _wrap_page(text, self._mark)
+        content = compiled.content
+        return tuple(
+            self._filled_line(piece, content) if odd else piece
+            for odd, piece in zip(itertools.cycle((False, True)), page.text, strict=False)
         )
+
+    def _filled_line(self, line: str, content: MailContent) -> str:
+        """A line of the text part with its personal links in, wrapped as ``_wrap`` would."""
+        for name in _PERSONAL:
+            line = line.replace(self._personal_mark(name), _printable(getattr(content, name) or ""))
+        return "\n".join(_wrapped(line))
+
+    def _personal_mark(self, name: str) -> str:
+        return f"{self._mark}{name}{self._mark}"
+
+    def _mark_if(self, url: str | None, name: str) -> str | None:
+        return self._personal_mark(name) if url else None
 
     def render_parts(
         self, content: MailContent, *, now: datetime | None = None, limit: int = CLIP_BYTES
@@ -330,20 +375,52 @@ class Renderer:
         tz = ZoneInfo(content.school.timezone)
         now = _aware(now or datetime.now(UTC), tz)
         content = _with_safe_urls(content)
-        context = self._context(content, locale, tz, now, reference=reference is not None)
-        subject = _header_text(chrome.subject.render(context))
         if reference is not None:
+            context = self._context(content, locale, tz, now, reference=True)
+            subject = _header_text(chrome.subject.render(context))
             mjml = chrome.html_source.render(context, subject=subject)
             html = reference(_lean_reset(mjml2html(mjml, fonts={}, disable_comments=True)))
-            return _Html(content, locale, now, context, subject, html, (html,))
-        # Each post's HTML is a mark in the page, replaced by the post's cached string.
+            return _Html(content, locale, now, None, subject, html, (html,))
+        page = self._page(content, locale, tz, now)
+        segments = list(page.segments)
+        for index, name in page.personal:
+            segments[index] = escape(_printable(getattr(content, name)))
+        html = "".join(segments)
+        return _Html(content, locale, now, page, page.subject, html, tuple(segments))
+
+    def _page(self, content: MailContent, locale: str, tz: tzinfo, now: datetime) -> _Page:
+        """The page of every mail whose content differs from ``content``'s only in who gets it."""
+        shared = replace(
+            content,
+            recipient_names=(),
+            address="",
+            extra_headers={},  # headers only
+            preferences_url=self._mark_if(content.preferences_url, "preferences_url"),
+            unsubscribe_url=self._mark_if(content.unsubscribe_url, "unsubscribe_url"),
+        )
+        key = (locale, now, *(getattr(shared, name) for name in _SHARED_FIELDS))
+        page = self._pages.get(key)
+        if page is not None:
+            self._pages.move_to_end(key)
+            return page
+        chrome = self._chrome[locale]
+        context = self._context(shared, locale, tz, now)
+        subject = _header_text(chrome.subject.render(context))
+        # Each post's HTML is a mark in the page, replaced by the post's cached string; so is
+        # each personal link, which each mail fills in.
         pieces = chrome.html.render(context, subject=subject).split(self._mark)
         posts = context["rendered_posts"]
-        segments = tuple(
-            posts[int(piece)] if odd else piece
-            for odd, piece in zip(itertools.cycle((False, True)), pieces, strict=False)
-        )
-        return _Html(content, locale, now, context, subject, "".join(segments), segments)
+        segments: list[str] = []
+        personal: list[tuple[int, str]] = []
+        for odd, piece in zip(itertools.cycle((False, True)), pieces, strict=False):
+            if odd and piece in _PERSONAL:
+                personal.append((len(segments), piece))
+            segments.append(posts[int(piece)] if odd and piece not in _PERSONAL else piece)
+        page = _Page(context, subject, tuple(segments), tuple(personal))
+        self._pages[key] = page
+        if len(self._pages) > _PAGES_CACHED:
+            self._pages.popitem(last=False)
+        return page
 
     def reference_html(
         self,
@@ -513,14 +590,14 @@ class Renderer:
         content: MailContent,
         locale: str,
         subject: str,
-        text: str,
+        text: str | Sequence[str],
         html: str | Sequence[str],
         now: datetime,
         message_id: str,
     ) -> bytes:
         """The mail's bytes around these parts (``content`` already has safe URLs).
 
-        ``html`` may come in segments (see ``_Html.segments``), each encoded once.
+        ``text`` and ``html`` may come in segments (see ``_Html.segments``), each encoded once.
         """
         school = _header_text(content.school.name)
         mail_from = self._settings.mail_from
@@ -595,6 +672,9 @@ MAIL_POLICY = SMTP.clone(header_factory=_header_registry())
 
 
 # --- helpers ----------------------------------------------------------------------------------
+
+# What keys a page: every field of MailContent but the headers-only dict (not hashable).
+_SHARED_FIELDS = tuple(f.name for f in fields(MailContent) if f.name != "extra_headers")
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 _FIELD_NAME = re.compile(r"[!-9;-~]+")  # RFC 5322 ftext: printable ASCII but the colon
@@ -781,14 +861,18 @@ def _safe_post(item: PostContent) -> PostContent:
     )
 
 
+@functools.lru_cache(maxsize=_POSTS_CACHED)  # parents of the same groups share sections
+def _safe_sections(sections: tuple[GroupSection, ...]) -> tuple[GroupSection, ...]:
+    return tuple(
+        replace(section, posts=tuple(map(_safe_post, section.posts))) for section in sections
+    )
+
+
 def _with_safe_urls(content: MailContent) -> MailContent:
     """A copy whose every URL is http(s) or mailto; a javascript: link or photo goes."""
     return replace(
         content,
-        sections=tuple(
-            replace(section, posts=tuple(map(_safe_post, section.posts)))
-            for section in content.sections
-        ),
+        sections=_safe_sections(content.sections),
         preferences_url=_safe_url(content.preferences_url),
         unsubscribe_url=_safe_url(content.unsubscribe_url),
     )
@@ -922,15 +1006,49 @@ def _wrap(text: str) -> str:
 
     A URL is never broken, so only a line holding a single URL (or "[n] URL") runs longer.
     """
-    lines: list[str] = []
-    for line in text.splitlines():
-        line = line if line == "-- " else line.rstrip()  # "-- " is the signature separator
-        if len(line) <= TEXT_WIDTH or _REFERENCE.fullmatch(line):
-            lines.append(line)
-        else:
-            lines.extend(_wrap_line(line))
-    squeezed = re.sub(r"\n{3,}", "\n\n", "\n".join(lines))
-    return squeezed.strip("\n") + "\n"
+    return _squeezed(_wrapped_lines(text))
+
+
+def _wrap_page(text: str, mark: str) -> tuple[str, ...]:
+    """``_wrap(text)`` in pieces, but each line holding ``mark`` is left whole, to fill in.
+
+    The odd pieces are those lines (without their line end). Filled in and wrapped with
+    ``_wrapped``, they give what ``_wrap`` gives the filled-in text: they are not empty either
+    way, so the blank lines squeezed around them are the same.
+    """
+    squeezed = _squeezed(_wrapped_lines(text, keep=mark))
+    return tuple(re.split(f"^(.*{re.escape(mark)}.*)$", squeezed, flags=re.M))
+
+
+# A line that wrapping changes: longer than the width, or ending in blanks. Most lines are
+# neither, so a regex finds the few rather than a loop visiting every line.
+_NEEDS_WRAPPING = re.compile(rf"^(?:.{{{TEXT_WIDTH + 1},}}|.*[^\S\n])$", re.M)
+# What str.splitlines breaks at besides "\n"; a text holding any goes line by line.
+_OTHER_BREAKS = re.compile(r"[\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
+
+
+def _wrapped_lines(text: str, keep: str | None = None) -> str:
+    """Every line of ``text`` wrapped (``_wrapped``), but one holding ``keep`` only stripped."""
+
+    def one(line: str) -> str:
+        if keep is not None and keep in line:
+            return line.rstrip()
+        return "\n".join(_wrapped(line))
+
+    if _OTHER_BREAKS.search(text):
+        return "\n".join(map(one, text.splitlines()))
+    return _NEEDS_WRAPPING.sub(lambda match: one(match.group()), text)
+
+
+def _wrapped(line: str) -> list[str]:
+    line = line if line == "-- " else line.rstrip()  # "-- " is the signature separator
+    if len(line) <= TEXT_WIDTH or _REFERENCE.fullmatch(line):
+        return [line]
+    return _wrap_line(line)
+
+
+def _squeezed(text: str) -> str:
+    return re.sub(r"\n{3,}", "\n\n", text).strip("\n") + "\n"
 
 
 @functools.lru_cache(maxsize=4 * _POSTS_CACHED)  # the long lines are the posts'

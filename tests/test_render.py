@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import itertools
 import re
 from dataclasses import replace
 from datetime import datetime
@@ -14,6 +15,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from babel.messages.pofile import read_po
+from hypothesis import given
+from hypothesis import strategies as st
 from jinja2.ext import babel_extract
 
 from digest.content import (
@@ -27,7 +30,15 @@ from digest.content import (
     SignupInfo,
 )
 from digest.i18n import format_when, resolve_locale, translations
-from digest.render import MAX_THUMBNAILS, RenderedMail, Renderer, templates_path
+from digest.render import (
+    MAX_THUMBNAILS,
+    RenderedMail,
+    Renderer,
+    _wrap,
+    _wrap_page,
+    _wrapped,
+    templates_path,
+)
 from digest.sanitize import clean_teacher_html, teacher_html_to_text
 from digest.settings import Settings
 
@@ -301,6 +312,49 @@ def test_footer_says_why_and_links_settings_and_unsubscribe(renderer: Renderer) 
     )
 
 
+def test_parents_with_the_same_posts_each_get_their_own_links_and_nothing_of_anothers(
+    renderer: Renderer,
+) -> None:
+    """The page is rendered once per mix of posts; each mail must still be its parent's alone."""
+    settings_base = "https://digest.schakel.example/"
+    week = typical_week()
+    parents = [
+        replace(
+            week,
+            recipient_names=(name,),
+            address=address,
+            # Long enough that "Afmelden: <url>" wraps in the text part, and one without links.
+            preferences_url=f"{settings_base}p/{token * 12}" if token else None,
+            unsubscribe_url=f"{settings_base}u/{token * 12}" if token else None,
+        )
+        for name, address, token in (
+            ("Fatma Yilmaz", "f.yilmaz@example.org", "fatma"),
+            ("Sem de Vries", "sem@example.org", "semdv"),
+            ("Noor Bakker", "noor@example.org", ""),
+        )
+    ]
+    mails = [render(renderer, content) for content in parents]
+    for content, mail in zip(parents, mails, strict=True):
+        # What a renderer that never saw another parent's mail gives.
+        alone = Renderer(renderer._settings).render(content, now=NOW, message_id=mail.message_id)
+        assert (mail.html, mail.text, mail.subject) == (alone.html, alone.text, alone.subject)
+        parsed = parse_back(mail)
+        assert parsed["To"].addresses[0].addr_spec == content.address
+        assert parsed.get_body(("plain",)).get_content().replace("\r\n", "\n") == mail.text
+        html = parsed.get_body(("html",)).get_content()
+        assert html.replace("\r\n", "\n").rstrip("\n") == mail.html.replace("\r\n", "\n")
+        assert "\U000f0000" not in mail.html + mail.text  # no mark of the renderer's left
+        others = [other for other in parents if other is not content]
+        for other in others:
+            for url in (other.preferences_url, other.unsubscribe_url):
+                if url:
+                    assert url.rsplit("/", 1)[1] not in mail.html + mail.text
+            assert other.address not in mail.data.decode("ascii")
+    first, _, without = mails
+    assert f"Afmelden:\n{parents[0].unsubscribe_url}\n" in first.text  # wrapped as before
+    assert "Afmelden" not in without.text and "/u/" not in without.html
+
+
 def test_per_post_mail(renderer: Renderer) -> None:
     content = make_content(kind="post")
     rendered = render(renderer, content)
@@ -419,6 +473,38 @@ def test_text_part_is_wrapped_and_says_what_the_html_says(renderer: Renderer) ->
     assert "3 foto's staan in de HTML-versie van deze mail." in text
     assert "Wanneer: woensdag 2 december, 09:00–12:00\nWaar: Kagerbos" in text
     assert "<p>" not in text and "&amp;" not in text
+
+
+_MARK = "\U000f0000mark\U000f0000"
+_WORDS = st.sampled_from(
+    ["Beste", "ouders,", "-", "1.", ">", "", "  ", "-- ", "ĳsbaan", "x" * 30, "\u00a0", _MARK]
+)
+_LINES = st.lists(st.lists(_WORDS, max_size=30).map(" ".join), max_size=12)
+
+
+def wrap_line_by_line(text: str) -> str:
+    """What _wrap must give: each line (as str.splitlines cuts them) wrapped on its own."""
+    lines = [wrapped for line in text.splitlines() for wrapped in _wrapped(line)]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip("\n") + "\n"
+
+
+@given(_LINES, st.sampled_from(["\n", "\n\n\n", "\r\n", "\u2028"]))
+def test_wrapping_equals_wrapping_each_line(lines: list[str], newline: str) -> None:
+    text = newline.join(lines)
+    assert _wrap(text) == wrap_line_by_line(text)
+
+
+@given(_LINES, st.sampled_from(["https://d.example/u/" + "t" * n for n in (5, 50, 90)]))
+def test_a_page_wrapped_with_its_personal_lines_left_whole_wraps_as_the_filled_text(
+    lines: list[str], url: str
+) -> None:
+    text = "\n".join(lines)
+    pieces = _wrap_page(text, _MARK)
+    filled = "".join(
+        "\n".join(_wrapped(piece.replace(_MARK, url))) if odd else piece
+        for odd, piece in zip(itertools.cycle((False, True)), pieces, strict=False)
+    )
+    assert filled == _wrap(text.replace(_MARK, url))
 
 
 def test_teacher_html_to_text() -> None:
