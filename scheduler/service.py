@@ -38,7 +38,8 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.triggers.cron import CronTrigger
 from babel.dates import format_datetime
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, inspect, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from digest.deliver import Deliverer
@@ -56,6 +57,7 @@ RETRY_PREFIX = "edition-retry:"
 SYNC_SECONDS = 60.0
 HEARTBEAT_SECONDS = 15.0
 RUN_FAILED_RETRY = timedelta(minutes=5)
+JOB_TABLE = "apscheduler_jobs"
 
 
 def edition_job_id(school_id: str) -> str:
@@ -266,10 +268,25 @@ def _on_event(event: JobExecutionEvent) -> None:
 # --- building and running ------------------------------------------------------------------------
 
 
+def create_job_table(engine: Engine) -> None:
+    """Create the job store's table if it is missing, before a scheduler starts.
+
+    The job store creates it on start as well, but two schedulers starting at once on a new
+    database both find it missing and the second CREATE fails (PostgreSQL: a unique violation in
+    its catalogue). Whoever loses that race finds the table made and goes on."""
+    table = SQLAlchemyJobStore(engine=engine, tablename=JOB_TABLE).jobs_t
+    try:
+        table.create(engine, checkfirst=True)
+    except DBAPIError:
+        if not inspect(engine).has_table(JOB_TABLE):
+            raise
+        log.info("the job store's table was created by another scheduler starting at once")
+
+
 def build_scheduler(engine: Engine, settings: Settings) -> AsyncIOScheduler:
     return AsyncIOScheduler(
         jobstores={
-            "default": SQLAlchemyJobStore(engine=engine, tablename="apscheduler_jobs"),
+            "default": SQLAlchemyJobStore(engine=engine, tablename=JOB_TABLE),
             "local": MemoryJobStore(),
         },
         job_defaults={
@@ -376,6 +393,7 @@ async def serve(
         except (NotImplementedError, RuntimeError):  # pragma: no cover - not the main thread
             pass
     scheduler.add_listener(_on_event, EVENT_JOB_MISSED | EVENT_JOB_ERROR)
+    create_job_table(engine)
     scheduler.start(paused=True)
     try:
         report = sync_jobs(scheduler, sessions, settings)
@@ -455,9 +473,9 @@ def next_runs(
 def _stored_runs(engine: Engine) -> dict[str, datetime]:
     """Job id -> next run, read from the job store's table (none before a scheduler ran)."""
     with engine.connect() as connection:
-        if not engine.dialect.has_table(connection, "apscheduler_jobs"):
+        if not engine.dialect.has_table(connection, JOB_TABLE):
             return {}
-        table = SQLAlchemyJobStore(engine=engine, tablename="apscheduler_jobs").jobs_t
+        table = SQLAlchemyJobStore(engine=engine, tablename=JOB_TABLE).jobs_t
         rows = connection.execute(select(table.c.id, table.c.next_run_time)).all()
     return {
         job_id: datetime.fromtimestamp(stamp, UTC) for job_id, stamp in rows if stamp is not None

@@ -25,10 +25,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import time_machine
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from click.testing import CliRunner
 from conftest import child, document, group, guardian, post, school
 from smtp_server import SmtpServer
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from digest.cli import main
@@ -51,7 +52,9 @@ from digest.settings import Settings, load_settings
 from digest.transports import open_transport
 from scheduler import jobs
 from scheduler.service import (
+    JOB_TABLE,
     build_scheduler,
+    create_job_table,
     edition_job_id,
     edition_trigger,
     next_runs,
@@ -681,3 +684,61 @@ def test_the_scheduler_purges_with_the_retention_job(engine, sessions) -> None:
     with sessions() as session:
         assert session.scalar(select(func.count()).select_from(Delivery)) == 0
         assert session.scalar(select(func.count()).select_from(EditionPost)) == 2
+
+
+@pytest.mark.postgres
+def test_a_scheduler_starting_while_another_creates_the_job_table_goes_on(pg_url: str) -> None:
+    """Two schedulers started at once on a new database: the second CREATE of the job store's
+    table waits for the first and then fails in PostgreSQL's catalogue; that must not stop it."""
+    from digest.db import make_engine
+
+    engine = make_engine(pg_url)
+    with engine.begin() as connection:
+        connection.execute(text(f"DROP TABLE IF EXISTS {JOB_TABLE}"))
+    first = engine.connect()
+    creating = first.begin()
+    SQLAlchemyJobStore(engine=engine, tablename=JOB_TABLE).jobs_t.create(first)
+    failures: list[BaseException] = []
+
+    def second_scheduler() -> None:
+        try:
+            create_job_table(engine)
+        except BaseException as exc:
+            failures.append(exc)
+
+    thread = threading.Thread(target=second_scheduler)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        waiting = 0
+        while not waiting and time.monotonic() < deadline:
+            with engine.connect() as connection:
+                waiting = connection.execute(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                        " AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'"
+                        " AND query LIKE '%CREATE TABLE%'"
+                    )
+                ).scalar_one()
+            time.sleep(0.05)
+        assert waiting == 1, "the second CREATE did not wait for the first"
+    finally:
+        creating.commit()
+        first.close()
+        thread.join(10)
+    assert failures == []
+
+    async def start_on_it() -> list[Any]:
+        scheduler = build_scheduler(engine, load_settings())
+        scheduler.start(paused=True)
+        try:
+            return scheduler.get_jobs(jobstore="default")
+        finally:
+            scheduler.shutdown(wait=False)
+
+    try:
+        assert asyncio.run(start_on_it()) == []
+    finally:
+        with engine.begin() as connection:
+            connection.execute(text(f"DROP TABLE IF EXISTS {JOB_TABLE}"))
+        engine.dispose()
