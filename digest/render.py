@@ -189,8 +189,16 @@ class _Chrome:
 class Renderer:
     """Turns MailContent into a mail; templates are compiled once per language at start-up."""
 
-    def __init__(self, settings: Settings, templates_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        templates_dir: Path | None = None,
+        *,
+        pages_cached: int = _PAGES_CACHED,
+    ) -> None:
+        """``pages_cached``: how many pages (see ``_page``) to keep; 0 renders each mail whole."""
         self._settings = settings
+        self._pages_cached = pages_cached
         self._templates_dir = templates_dir or templates_path()
         self._locale_dir = self._templates_dir / "locale"
         self._inliner = css_inline.CSSInliner(
@@ -418,7 +426,7 @@ class Renderer:
             segments.append(posts[int(piece)] if odd and piece not in _PERSONAL else piece)
         page = _Page(context, subject, tuple(segments), tuple(personal))
         self._pages[key] = page
-        if len(self._pages) > _PAGES_CACHED:
+        if len(self._pages) > self._pages_cached:
             self._pages.popitem(last=False)
         return page
 

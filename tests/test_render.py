@@ -335,8 +335,10 @@ def test_parents_with_the_same_posts_each_get_their_own_links_and_nothing_of_ano
     ]
     mails = [render(renderer, content) for content in parents]
     for content, mail in zip(parents, mails, strict=True):
-        # What a renderer that never saw another parent's mail gives.
-        alone = Renderer(renderer._settings).render(content, now=NOW, message_id=mail.message_id)
+        # What a renderer that keeps no page, so never saw another parent's mail, gives.
+        alone = Renderer(renderer._settings, pages_cached=0).render(
+            content, now=NOW, message_id=mail.message_id
+        )
         assert (mail.html, mail.text, mail.subject) == (alone.html, alone.text, alone.subject)
         parsed = parse_back(mail)
         assert parsed["To"].addresses[0].addr_spec == content.address
