@@ -169,6 +169,7 @@ child_groups = Table(
     Base.metadata,
     Column("child_id", ForeignKey("children.id", ondelete="CASCADE"), primary_key=True),
     Column("group_id", ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True),
+    Index("ix_child_groups_group_id", "group_id"),
 )
 
 guardian_children = Table(
@@ -176,6 +177,7 @@ guardian_children = Table(
     Base.metadata,
     Column("guardian_id", ForeignKey("guardians.id", ondelete="CASCADE"), primary_key=True),
     Column("child_id", ForeignKey("children.id", ondelete="CASCADE"), primary_key=True),
+    Index("ix_guardian_children_child_id", "child_id"),
 )
 
 guardian_groups = Table(
@@ -334,7 +336,9 @@ class Edition(Base):
     # Set when the scheduler ran the edition later than its cutoff (a restart within the grace).
     late_seconds: Mapped[int | None] = mapped_column(Integer)
     # The administrator who approved, held or cancelled it last, and when.
-    decided_by: Mapped[int | None] = mapped_column(ForeignKey("admins.id", ondelete="SET NULL"))
+    decided_by: Mapped[int | None] = mapped_column(
+        ForeignKey("admins.id", ondelete="SET NULL"), index=True
+    )
     decided_at: Mapped[datetime | None]
 
     __table_args__ = (UniqueConstraint("school_id", "cutoff"),)
@@ -360,7 +364,7 @@ class Delivery(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     kind: Mapped[DeliveryKind] = mapped_column(_enum(DeliveryKind), default=DeliveryKind.NEWSLETTER)
-    school_id: Mapped[str] = mapped_column(ForeignKey("schools.id", ondelete="CASCADE"))
+    school_id: Mapped[str] = mapped_column(ForeignKey("schools.id", ondelete="CASCADE"), index=True)
     edition_id: Mapped[int | None] = mapped_column(ForeignKey("editions.id", ondelete="CASCADE"))
     post_id: Mapped[str | None] = mapped_column(ForeignKey("posts.id", ondelete="CASCADE"))
     address: Mapped[str] = mapped_column(String(320))
@@ -400,9 +404,11 @@ class Recipient(Base):
         ForeignKey("editions.id", ondelete="CASCADE"), primary_key=True
     )
     guardian_id: Mapped[str] = mapped_column(
-        ForeignKey("guardians.id", ondelete="CASCADE"), primary_key=True
+        ForeignKey("guardians.id", ondelete="CASCADE"), primary_key=True, index=True
     )
-    delivery_id: Mapped[int | None] = mapped_column(ForeignKey("deliveries.id", ondelete="CASCADE"))
+    delivery_id: Mapped[int | None] = mapped_column(
+        ForeignKey("deliveries.id", ondelete="CASCADE"), index=True
+    )
     reason: Mapped[SkipReason | None] = mapped_column(_enum(SkipReason))
     preference: Mapped[Preference] = mapped_column(_enum(Preference))
 
@@ -428,7 +434,9 @@ class Alert(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     kind: Mapped[AlertKind] = mapped_column(_enum(AlertKind))
-    school_id: Mapped[str | None] = mapped_column(ForeignKey("schools.id", ondelete="CASCADE"))
+    school_id: Mapped[str | None] = mapped_column(
+        ForeignKey("schools.id", ondelete="CASCADE"), index=True
+    )
     message: Mapped[str] = mapped_column(Text)
     count: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -444,6 +452,7 @@ admin_schools = Table(
     Base.metadata,
     Column("admin_id", ForeignKey("admins.id", ondelete="CASCADE"), primary_key=True),
     Column("school_id", ForeignKey("schools.id", ondelete="CASCADE"), primary_key=True),
+    Index("ix_admin_schools_school_id", "school_id"),
 )
 
 
