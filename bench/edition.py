@@ -4,8 +4,8 @@
 
 For each backend (a PostgreSQL database ``digest_bench_<random>`` created on
 ``--pg-admin-url`` with compose.yaml's ``random_page_cost = 1.1`` and dropped after, or a SQLite
-file) and each board size (guardians in all,
-~400 per school, bench/generate.py's mix: 15 % want the newsletter):
+file) and each board size (guardians in all, ~400 per school, bench/generate.py's mix: 15 % want
+the newsletter):
 
 1. a child process imports the board (not measured);
 2. ``bench/sink.py --count-only`` in its own process counts what it accepts (first and last 250);
