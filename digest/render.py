@@ -1025,12 +1025,20 @@ def _wrap_page(text: str, mark: str) -> tuple[str, ...]:
     way, so the blank lines squeezed around them are the same.
     """
     squeezed = _squeezed(_wrapped_lines(text, keep=mark))
-    return tuple(re.split(f"^(.*{re.escape(mark)}.*)$", squeezed, flags=re.M))
+    pieces = []
+    start = 0  # where the current shared piece starts
+    found = squeezed.find(mark)
+    while found != -1:
+        line_start = squeezed.rfind("\n", 0, found) + 1
+        line_end = squeezed.find("\n", found)
+        line_end = len(squeezed) if line_end == -1 else line_end
+        pieces += [squeezed[start:line_start], squeezed[line_start:line_end]]
+        start = line_end
+        found = squeezed.find(mark, line_end)  # a second mark on the line is in it already
+    pieces.append(squeezed[start:])
+    return tuple(pieces)
 
 
-# A line that wrapping changes: longer than the width, or ending in blanks. Most lines are
-# neither, so a regex finds the few rather than a loop visiting every line.
-_NEEDS_WRAPPING = re.compile(rf"^(?:.{{{TEXT_WIDTH + 1},}}|.*[^\S\n])$", re.M)
 # What str.splitlines breaks at besides "\n"; a text holding any goes line by line.
 _OTHER_BREAKS = re.compile(r"[\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
 
@@ -1045,7 +1053,12 @@ def _wrapped_lines(text: str, keep: str | None = None) -> str:
 
     if _OTHER_BREAKS.search(text):
         return "\n".join(map(one, text.splitlines()))
-    return _NEEDS_WRAPPING.sub(lambda match: one(match.group()), text)
+    lines = text.split("\n")
+    for index, line in enumerate(lines):
+        # Only a line longer than the width or ending in blanks changes: most lines do not.
+        if len(line) > TEXT_WIDTH or line[-1:].isspace():
+            lines[index] = one(line)
+    return "\n".join(lines)
 
 
 def _wrapped(line: str) -> list[str]:
@@ -1056,7 +1069,10 @@ def _wrapped(line: str) -> list[str]:
 
 
 def _squeezed(text: str) -> str:
-    return re.sub(r"\n{3,}", "\n\n", text).strip("\n") + "\n"
+    """At most one blank line in a row, none at the ends, one line end at the end."""
+    while "\n\n\n" in text:  # a run of n line ends shrinks each pass, never below two
+        text = text.replace("\n\n\n", "\n\n")
+    return text.strip("\n") + "\n"
 
 
 @functools.lru_cache(maxsize=4 * _POSTS_CACHED)  # the long lines are the posts'
