@@ -38,7 +38,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.triggers.cron import CronTrigger
 from babel.dates import format_datetime
-from sqlalchemy import Engine, inspect, select
+from sqlalchemy import Engine, Table, inspect, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -268,15 +268,20 @@ def _on_event(event: JobExecutionEvent) -> None:
 # --- building and running ------------------------------------------------------------------------
 
 
+def job_table(engine: Engine) -> Table:
+    """The job store's table (APScheduler's own), to create or read outside a scheduler."""
+    table: Table = SQLAlchemyJobStore(engine=engine, tablename=JOB_TABLE).jobs_t
+    return table
+
+
 def create_job_table(engine: Engine) -> None:
     """Create the job store's table if it is missing, before a scheduler starts.
 
     The job store creates it on start as well, but two schedulers starting at once on a new
     database both find it missing and the second CREATE fails (PostgreSQL: a unique violation in
     its catalogue). Whoever loses that race finds the table made and goes on."""
-    table = SQLAlchemyJobStore(engine=engine, tablename=JOB_TABLE).jobs_t
     try:
-        table.create(engine, checkfirst=True)
+        job_table(engine).create(engine, checkfirst=True)
     except DBAPIError:
         if not inspect(engine).has_table(JOB_TABLE):
             raise
@@ -475,7 +480,7 @@ def _stored_runs(engine: Engine) -> dict[str, datetime]:
     with engine.connect() as connection:
         if not engine.dialect.has_table(connection, JOB_TABLE):
             return {}
-        table = SQLAlchemyJobStore(engine=engine, tablename=JOB_TABLE).jobs_t
+        table = job_table(engine)
         rows = connection.execute(select(table.c.id, table.c.next_run_time)).all()
     return {
         job_id: datetime.fromtimestamp(stamp, UTC) for job_id, stamp in rows if stamp is not None

@@ -25,7 +25,6 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import time_machine
-from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from click.testing import CliRunner
 from conftest import child, document, group, guardian, post, school
 from smtp_server import SmtpServer
@@ -57,6 +56,7 @@ from scheduler.service import (
     create_job_table,
     edition_job_id,
     edition_trigger,
+    job_table,
     next_runs,
     serve,
     sync_jobs,
@@ -698,7 +698,7 @@ def test_a_scheduler_starting_while_another_creates_the_job_table_goes_on(pg_url
         connection.execute(text(f"DROP TABLE IF EXISTS {JOB_TABLE}"))
     first = engine.connect()
     creating = first.begin()
-    SQLAlchemyJobStore(engine=engine, tablename=JOB_TABLE).jobs_t.create(first)
+    job_table(engine).create(first)
     failures: list[BaseException] = []
 
     def second_scheduler() -> None:
