@@ -163,15 +163,16 @@ def _fold_qp_line(line: bytes) -> bytes:
     return b"\n".join(folded)
 
 
-@functools.lru_cache(maxsize=2048)  # a post's HTML or paragraph recurs in many parents' mails
-def _qp_piece(piece: str) -> bytes:
+def qp_piece(piece: str) -> bytes:
     """A piece of a body, quoted-printable, ending in a soft line break (``=`` CRLF).
 
     Pieces encoded so can be joined: a soft break decodes to nothing, so the decoded body is
     the pieces' concatenation, and each piece starts on a line of its own.
     """
+    if not piece:
+        return b""  # not a line break: it would decode to one
     encoded = quoted_printable(piece)[:-2]  # without the line end quoted_printable added
-    if piece.endswith("\n") or not encoded:
+    if piece.endswith("\n"):
         return encoded + b"\r\n"
     head, _, last = encoded.rpartition(b"\r\n")
     if len(last) < 76:
@@ -181,20 +182,45 @@ def _qp_piece(piece: str) -> bytes:
     return (head + b"\r\n" if head else b"") + last[:cut] + b"=\r\n" + last[cut:] + b"=\r\n"
 
 
-def quoted_printable_pieces(pieces: Sequence[str]) -> bytes:
-    """The concatenation of ``pieces`` as a quoted-printable body; each piece encoded once."""
-    if len(pieces) == 1:
-        return quoted_printable(pieces[0])
+# A piece that recurs: a post's HTML in many pages, a post's paragraph in many mails.
+_qp_shared = functools.lru_cache(maxsize=2048)(qp_piece)
+
+
+def quoted_printable_pieces(pieces: Sequence[str | bytes]) -> bytes:
+    """The concatenation of ``pieces`` as a quoted-printable body.
+
+    A ``bytes`` piece is one encoded beforehand (see ``encoded_pieces``): a piece shared by many
+    mails is encoded once. A ``str`` piece is encoded here.
+    """
     *most, final = pieces
-    return b"".join(map(_qp_piece, most)) + quoted_printable(final)
+    body = [piece if isinstance(piece, bytes) else qp_piece(piece) for piece in most]
+    body.append(final if isinstance(final, bytes) else quoted_printable(final))
+    return b"".join(body)
+
+
+def encoded_pieces(pieces: Sequence[str], keep: Sequence[int] = ()) -> list[str | bytes]:
+    """``pieces`` encoded for ``quoted_printable_pieces``, but those at the indexes ``keep``.
+
+    A page shared by many mails is encoded once this way, and a post's piece once for all the
+    pages that hold it; each mail then encodes only its own pieces (its personal links), which
+    take the places left as ``str``.
+    """
+    last = len(pieces) - 1
+    kept = set(keep)
+    return [
+        piece
+        if index in kept
+        else (quoted_printable(piece) if index == last else _qp_shared(piece))
+        for index, piece in enumerate(pieces)
+    ]
 
 
 def quoted_printable_paragraphs(text: str) -> bytes:
     """``text`` quoted-printable, paragraph by paragraph: a post's paragraphs, the same in
     every mail that carries the post, are each encoded once."""
-    paragraphs = text.split("\n\n")
-    pieces = [f"{paragraph}\n\n" for paragraph in paragraphs[:-1]]
-    return quoted_printable_pieces([*pieces, paragraphs[-1]])
+    *paragraphs, final = text.split("\n\n")
+    encoded = [_qp_shared(f"{paragraph}\n\n") for paragraph in paragraphs]
+    return quoted_printable_pieces([*encoded, final])
 
 
 def _base64(data: bytes) -> bytes:
@@ -207,7 +233,7 @@ def _param(name: str, value: str) -> str:
     return f"; {name}*=utf-8''{quote(value, safe='')}"  # RFC 2231
 
 
-def _text_part(subtype: str, body: str | Sequence[str]) -> bytes:
+def _text_part(subtype: str, body: str | Sequence[str | bytes]) -> bytes:
     head = (
         f'Content-Type: text/{subtype}; charset="utf-8"\r\n'
         "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
@@ -246,14 +272,15 @@ def _boundary() -> str:
 
 def build_mail(
     headers: Sequence[tuple[str, str]],
-    text: str | Sequence[str],
-    html: str | Sequence[str],
+    text: str | Sequence[str | bytes],
+    html: str | Sequence[str | bytes],
     attachment: Attachment | None = None,
 ) -> bytes:
     """The mail's bytes: ``headers`` (name, ASCII value) then the text and HTML alternatives.
 
-    ``text`` and ``html`` may each be a sequence of pieces whose concatenation is the part: a
-    piece that recurs (the same post, the same page, in many mails) is encoded once.
+    ``text`` and ``html`` may each be a sequence of pieces whose concatenation is the part (see
+    ``quoted_printable_pieces``): a piece that recurs (the same page in many mails) is encoded
+    once.
 
     With an attachment the mail is multipart/mixed: the alternatives, then the attachment.
     ``MIME-Version`` and the ``Content-*`` headers of the structure are added here.

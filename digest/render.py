@@ -147,8 +147,8 @@ class _Html:
     page: _Page | None  # None for the per-message reference pipeline
     subject: str
     html: str
-    # ``html`` in pieces, each post's and the page's own the same string object for every mail
-    # that carries it: digest.mime encodes such a piece once (``html`` is their concatenation).
+    # ``html`` in pieces (``html`` is their concatenation): the page's, the same for every mail
+    # that carries it, and the personal links of this mail.
     segments: tuple[str, ...]
 
     @property
@@ -170,6 +170,10 @@ class _Page:
     personal: tuple[tuple[int, str], ...]  # (index in segments, the MailContent URL field)
     # The text part, wrapped, once a mail asks for it; odd pieces are whole lines with a mark.
     text: tuple[str, ...] | None = None
+    # ``segments`` and ``text`` quoted-printable (digest.mime.encoded_pieces), once a mail is
+    # built: each mail then encodes only its personal pieces, which stay ``str`` here.
+    html_wire: list[str | bytes] | None = None
+    text_wire: list[str | bytes] | None = None
 
 
 @dataclass(frozen=True)
@@ -233,12 +237,13 @@ class Renderer:
         text_segments = self._text_segments(compiled)
         text = "".join(text_segments)
         message_id = message_id or make_msgid(domain=self._settings.mail_domain)
+        text_wire, html_wire = self._wire(compiled, text_segments)
         data = self.message_bytes(
             compiled.content,
             compiled.locale,
             subject,
-            text_segments,
-            compiled.segments,
+            text_wire,
+            html_wire,
             compiled.now,
             message_id,
         )
@@ -278,6 +283,24 @@ class Renderer:
             self._filled_line(piece, content) if odd else piece
             for odd, piece in zip(itertools.cycle((False, True)), page.text, strict=False)
         )
+
+    @staticmethod
+    def _wire(
+        compiled: _Html, text_segments: tuple[str, ...]
+    ) -> tuple[list[str | bytes], list[str | bytes]]:
+        """The text and HTML parts for digest.mime: the page's pieces encoded, once per page."""
+        page = compiled.page
+        assert page is not None, "the reference pipeline builds no message"
+        personal = [index for index, _ in page.personal]
+        if page.html_wire is None or page.text_wire is None:
+            page.html_wire = mime.encoded_pieces(compiled.segments, personal)
+            page.text_wire = mime.encoded_pieces(text_segments, range(1, len(text_segments), 2))
+        html_wire = page.html_wire.copy()
+        for index in personal:
+            html_wire[index] = compiled.segments[index]
+        text_wire = page.text_wire.copy()
+        text_wire[1::2] = text_segments[1::2]
+        return text_wire, html_wire
 
     def _filled_line(self, line: str, content: MailContent) -> str:
         """A line of the text part with its personal links in, wrapped as ``_wrap`` would."""
@@ -598,14 +621,14 @@ class Renderer:
         content: MailContent,
         locale: str,
         subject: str,
-        text: str | Sequence[str],
-        html: str | Sequence[str],
+        text: str | Sequence[str | bytes],
+        html: str | Sequence[str | bytes],
         now: datetime,
         message_id: str,
     ) -> bytes:
         """The mail's bytes around these parts (``content`` already has safe URLs).
 
-        ``text`` and ``html`` may come in segments (see ``_Html.segments``), each encoded once.
+        ``text`` and ``html`` may come in pieces, some encoded beforehand (see ``_wire``).
         """
         school = _header_text(content.school.name)
         mail_from = self._settings.mail_from

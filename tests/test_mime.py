@@ -162,19 +162,25 @@ def test_quoted_printable_keeps_trailing_spaces_dots_and_long_lines() -> None:
 
 @pytest.mark.parametrize("seed", range(20))
 def test_pieces_encoded_apart_decode_to_their_concatenation(seed: int) -> None:
-    # A post's HTML is encoded once and joined to the others with soft line breaks.
+    # A page is encoded once, its pieces joined to each mail's own (its links) with soft line
+    # breaks; an empty piece (two posts side by side) adds nothing.
     rng = random.Random(seed)
     alphabet = ["a", " ", "=", "é", "\n", "\t", "x" * 70, "🌷", "."]
     pieces = [
         "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 120)))
         for _ in range(rng.randint(2, 6))
     ]
-    encoded = mime.quoted_printable_pieces(pieces)
-    for line in encoded.split(b"\r\n"):
-        assert len(line) <= 76, line
-    whole = binascii.a2b_qp(encoded).decode("utf-8").replace("\r\n", "\n")
+    pieces.insert(rng.randint(0, len(pieces)), "")
+    own = [index for index in range(len(pieces)) if rng.random() < 0.4]
+    page = mime.encoded_pieces(pieces, own)
+    assert [index for index, piece in enumerate(page) if isinstance(piece, str)] == own
     expected = "".join(pieces)
-    assert whole == (expected if expected.endswith("\n") else expected + "\n")
+    for given in (pieces, page):
+        encoded = mime.quoted_printable_pieces(given)
+        for line in encoded.split(b"\r\n"):
+            assert len(line) <= 76, line
+        whole = binascii.a2b_qp(encoded).decode("utf-8").replace("\r\n", "\n")
+        assert whole == (expected if expected.endswith("\n") else expected + "\n")
 
 
 def test_header_encoding_rules() -> None:
