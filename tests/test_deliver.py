@@ -8,9 +8,9 @@ import mailbox
 from email.policy import default
 from typing import Any
 
-from conftest import child, document, post
+from conftest import child, document, group, guardian, post, school
 from smtp_server import SmtpServer
-from sqlalchemy import select
+from sqlalchemy import Engine, event, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from digest.deliver import Deliverer
@@ -72,6 +72,50 @@ def test_each_newsletter_address_receives_one_mail_over_smtp(
     assert statuses(sessions)["p1@ouders.example"][0] == "sent"
     with sessions() as session:
         assert session.scalars(select(Edition)).one().status is EditionStatus.DONE
+
+
+def test_outcomes_are_committed_a_connections_worth_at_a_time(
+    engine: Engine, sessions, smtp_server: SmtpServer
+):
+    # 40 parents over 4 connections: their rows are recorded in groups of 4 (the wait for a
+    # group is made long, so only a full group or the batch's last outcome writes), not one
+    # transaction per mail.
+    prepare(
+        sessions,
+        document(
+            schools=[school()],
+            groups=[group("g5", name="Groep 5")],
+            children=[child(f"c{n}", ["g5"]) for n in range(40)],
+            guardians=[guardian(f"p{n}", [f"c{n}"]) for n in range(40)],
+            posts=[post("m1", "g5", "2026-11-24T10:15:00+01:00")],
+        ),
+    )
+    commits = 0
+
+    def count(_connection: Any) -> None:
+        nonlocal commits
+        commits += 1
+
+    async def go() -> Any:
+        transport = open_transport(smtp_server.url(), pool_size=4, timeout=2, deadline=5)
+        deliverer = Deliverer(sessions, transport, SETTINGS, concurrency=4, group_commit_seconds=30)
+        try:
+            return await deliverer.run(CUTOFF)
+        finally:
+            await transport.close()
+
+    event.listen(engine, "commit", count)
+    try:
+        report = asyncio.run(go())
+    finally:
+        event.remove(engine, "commit", count)
+    assert report.counts == {"sent": 40}
+    assert sorted(m.rcpt_tos[0] for m in smtp_server.messages) == sorted(
+        f"p{n}@ouders.example" for n in range(40)
+    )
+    assert {status for status, _ in statuses(sessions).values()} == {"sent"}
+    # 10 groups, the claims (one batch, then the empty one) and closing the edition.
+    assert commits <= 10 + 4, commits
 
 
 def test_sending_again_sends_nothing(sessions, small_school, smtp_server: SmtpServer):
