@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import Callable
@@ -23,6 +24,18 @@ from digest.settings import Settings
 from digest.transports import open_transport
 
 log = logging.getLogger(__name__)
+
+# Container objects allocated between two collections of the youngest generation (CPython's
+# default is 700). Delivering allocates many short-lived ones per mail (rows, contents, pages):
+# at 700, the collector took about 6 % of an edition's CPU; at this, under 3 % (README,
+# "Decisions").
+YOUNG_COLLECTION_THRESHOLD = 10_000
+
+
+def tune_collector() -> None:
+    """Collect the youngest generation less often: for a process that delivers mail."""
+    young, middle, old = gc.get_threshold()
+    gc.set_threshold(max(young, YOUNG_COLLECTION_THRESHOLD), middle, old)
 
 
 @dataclass
