@@ -82,6 +82,7 @@ _POSTS_CACHED = 512
 # A school's parents share a few dozen mixes, and an edition goes school by school.
 _PAGES_CACHED = 256
 _SAFE_SCHEMES = frozenset({"https", "http", "mailto"})
+_SAFE_PREFIXES = ("https://", "http://", "mailto:")
 # A mail's only personal values in its body: the URL fields of MailContent, filled in per mail.
 _PERSONAL = ("preferences_url", "unsubscribe_url")
 
@@ -223,7 +224,8 @@ class Renderer:
         self._styled_body = functools.lru_cache(maxsize=_POSTS_CACHED)(self._style_body)
         self._overview = functools.lru_cache(maxsize=_POSTS_CACHED)(self._overview_text)
         self._calendar = functools.lru_cache(maxsize=_POSTS_CACHED)(self._events_calendar)
-        self._posts: dict[tuple[object, ...], str] = {}  # posts rendered, HTML (Markup) and text
+        # Posts rendered, HTML (Markup) and text, the least recently used dropped first.
+        self._posts: OrderedDict[tuple[object, ...], str] = OrderedDict()
         self._pages: OrderedDict[tuple[object, ...], _Page] = OrderedDict()  # by shared content
         # Marks a post's place in a rendered page; random, so no text in a mail can forge one.
         self._mark = f"\U000f0000{secrets.token_hex(8)}\U000f0000"
@@ -306,7 +308,7 @@ class Renderer:
         """A line of the text part with its personal links in, wrapped as ``_wrap`` would."""
         for name in _PERSONAL:
             line = line.replace(self._personal_mark(name), _printable(getattr(content, name) or ""))
-        return "\n".join(_wrapped(line))
+        return "\n".join(_wrapped(line, _wrap_words))  # not cached: the line is this mail's
 
     def _personal_mark(self, name: str) -> str:
         return f"{self._mark}{name}{self._mark}"
@@ -565,12 +567,10 @@ class Renderer:
         def post_html(post: PostContent, section: GroupSection) -> Markup:
             # The same for every parent who gets this post in this language this week.
             key = (locale, is_post, section.name, tz, now, post)
-            html = self._posts.get(key)
+            html = self._cached_post(key)
             if html is None:
-                if len(self._posts) >= _POSTS_CACHED:
-                    self._posts.clear()
                 html = Markup(chrome.post.render(context, post=post, section=section))
-                self._posts[key] = html
+                self._cache_post(key, html)
             if reference:
                 return Markup(html)
             rendered_posts.append(html)
@@ -580,12 +580,10 @@ class Renderer:
 
         def post_text(item: _PlainPost) -> str:
             key = (locale, is_post, "text", tz, now, item.post)
-            text = self._posts.get(key)
+            text = self._cached_post(key)
             if text is None:
-                if len(self._posts) >= _POSTS_CACHED:
-                    self._posts.clear()
                 text = chrome.text_post.render(context, item=item)
-                self._posts[key] = text
+                self._cache_post(key, text)
             return text
 
         def teacher_html(post: PostContent) -> Markup:
@@ -613,6 +611,19 @@ class Renderer:
             "hidden_photos": _hidden_photos,
         }
         return context
+
+    def _cached_post(self, key: tuple[object, ...]) -> str | None:
+        found = self._posts.get(key)
+        if found is not None:
+            self._posts.move_to_end(key)
+        return found
+
+    def _cache_post(self, key: tuple[object, ...], rendered: str) -> None:
+        # Least recently used out: clearing all at once made the school being sent render its
+        # posts again (a third of the post renders of an edition).
+        self._posts[key] = rendered
+        if len(self._posts) > _POSTS_CACHED:
+            self._posts.popitem(last=False)
 
     # --- the message --------------------------------------------------------------------------
 
@@ -864,6 +875,8 @@ def _safe_url(url: str | None) -> str | None:
     if not url:
         return None
     url = url.strip()
+    if url[:8].lower().startswith(_SAFE_PREFIXES):  # most URLs: the scheme urlsplit would find
+        return url
     return url if urlsplit(url).scheme.lower() in _SAFE_SCHEMES else None
 
 
@@ -1084,11 +1097,12 @@ def _wrapped_lines(text: str, keep: str | None = None) -> str:
     return "\n".join(lines)
 
 
-def _wrapped(line: str) -> list[str]:
+def _wrapped(line: str, wrap: Callable[[str], list[str]] | None = None) -> list[str]:
+    """``line`` wrapped at ``TEXT_WIDTH`` (by ``wrap``; default: the cached ``_wrap_line``)."""
     line = line if line == "-- " else line.rstrip()  # "-- " is the signature separator
     if len(line) <= TEXT_WIDTH or _REFERENCE.fullmatch(line):
         return [line]
-    return _wrap_line(line)
+    return (wrap or _wrap_line)(line)
 
 
 def _squeezed(text: str) -> str:
@@ -1098,8 +1112,32 @@ def _squeezed(text: str) -> str:
     return text.strip("\n") + "\n"
 
 
-@functools.lru_cache(maxsize=4 * _POSTS_CACHED)  # the long lines are the posts'
-def _wrap_line(line: str) -> list[str]:
+def _wrap_words(line: str) -> list[str]:
+    """``line`` wrapped at ``TEXT_WIDTH`` as ``textwrap`` (below) would, never breaking a word.
+
+    Words joined by single spaces, without a quote, indent or bullet (a mail's personal links,
+    most lines of a post), are filled greedily here: ``textwrap`` takes ten times as long.
+    """
+    words = line.split(" ")
+    if _HANG.match(line).end() or len(line.split()) != len(words):  # type: ignore[union-attr]
+        return _textwrap_line(line)
+    lines = []
+    current = words[0]
+    for word in words[1:]:
+        if len(current) + 1 + len(word) <= TEXT_WIDTH:
+            current = f"{current} {word}"
+        else:
+            lines.append(current)
+            current = word
+    lines.append(current)
+    return lines
+
+
+# A post's long lines recur in every page that holds the post.
+_wrap_line = functools.lru_cache(maxsize=4 * _POSTS_CACHED)(_wrap_words)
+
+
+def _textwrap_line(line: str) -> list[str]:
     match = _HANG.match(line)
     quote_prefix, indent, bullet = match.groups() if match else ("", "", "")
     return textwrap.wrap(

@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from babel.messages.pofile import read_po
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from jinja2.ext import babel_extract
 
@@ -34,8 +34,10 @@ from digest.render import (
     MAX_THUMBNAILS,
     RenderedMail,
     Renderer,
+    _textwrap_line,
     _wrap,
     _wrap_page,
+    _wrap_words,
     _wrapped,
     templates_path,
 )
@@ -494,6 +496,21 @@ def wrap_line_by_line(text: str) -> str:
 def test_wrapping_equals_wrapping_each_line(lines: list[str], newline: str) -> None:
     text = newline.join(lines)
     assert _wrap(text) == wrap_line_by_line(text)
+
+
+_PLAIN = st.text("abé", min_size=1, max_size=14)  # lengths that end words on column 72
+_ODD = st.sampled_from(["x" * 80, "https://d.example/u/" + "t" * 60, "-", "1.", ">", "\u00a0", ""])
+
+
+@given(st.lists(st.one_of(_PLAIN, _PLAIN, _PLAIN, _PLAIN, _ODD), min_size=1, max_size=40))
+@example(["a" * 70, "b", "c" * 10])  # a word ending on column 72 stays on its line
+@example(["a" * 70, "bb", "c"])  # one ending on 73 goes to the next
+@example(["a" * 75, "b", "c" * 80, "d"])  # a word too long for a line has one of its own
+def test_words_are_filled_as_textwrap_fills_them(words: list[str]) -> None:
+    # The greedy fill (personal links, most lines of a post) against textwrap, which it
+    # replaces where a line is plain words and single spaces.
+    line = " ".join(words).rstrip()
+    assert _wrap_words(line) == _textwrap_line(line)
 
 
 @given(_LINES, st.sampled_from(["https://d.example/u/" + "t" * n for n in (5, 50, 90)]))
