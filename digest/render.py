@@ -79,8 +79,9 @@ TEXT_WIDTH = 72
 # planning order), so a few schools' worth is enough; more would only grow the memory.
 _POSTS_CACHED = 512
 # How many pages (the mail of one mix of posts, but for its personal links) the renderer keeps.
-# A school's parents share a few dozen mixes, and an edition goes school by school.
-_PAGES_CACHED = 256
+# A school's parents share a few dozen mixes (65 at most in a school of 1,500 guardians), and an
+# edition goes school by school. A page holds about 60 KB with its encoded parts.
+_PAGES_CACHED = 128
 _SAFE_SCHEMES = frozenset({"https", "http", "mailto"})
 _SAFE_PREFIXES = ("https://", "http://", "mailto:")
 # A mail's only personal values in its body: the URL fields of MailContent, filled in per mail.
