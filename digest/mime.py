@@ -62,6 +62,7 @@ def encoded_words(text: str) -> str:
     )
 
 
+@functools.lru_cache(maxsize=1024)  # a page's subject, a school's name: the same in many mails
 def unstructured(text: str) -> str:
     """A Subject-like header value: itself when ASCII, else encoded words."""
     if text.isascii() and all(len(word) < HARD_LINE - 80 for word in text.split(" ")):

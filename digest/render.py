@@ -152,10 +152,7 @@ class _Html:
     # ``html`` in pieces (``html`` is their concatenation): the page's, the same for every mail
     # that carries it, and the personal links of this mail.
     segments: tuple[str, ...]
-
-    @property
-    def size(self) -> int:
-        return len(self.html.encode("utf-8"))
+    size: int  # len(html.encode("utf-8")), counted without encoding the page again
 
 
 @dataclass
@@ -170,6 +167,7 @@ class _Page:
     subject: str
     segments: tuple[str, ...]  # the HTML; a piece at an index of ``personal`` is to fill in
     personal: tuple[tuple[int, str], ...]  # (index in segments, the MailContent URL field)
+    shared_size: int  # UTF-8 bytes of the segments not in ``personal``
     # The text part, wrapped, once a mail asks for it; odd pieces are whole lines with a mark.
     text: tuple[str, ...] | None = None
     # ``segments`` and ``text`` quoted-printable (digest.mime.encoded_pieces), once a mail is
@@ -414,13 +412,16 @@ class Renderer:
             subject = _header_text(chrome.subject.render(context))
             mjml = chrome.html_source.render(context, subject=subject)
             html = reference(_lean_reset(mjml2html(mjml, fonts={}, disable_comments=True)))
-            return _Html(content, locale, now, None, subject, html, (html,))
+            size = len(html.encode("utf-8"))
+            return _Html(content, locale, now, None, subject, html, (html,), size)
         page = self._page(content, locale, tz, now)
         segments = list(page.segments)
+        size = page.shared_size
         for index, name in page.personal:
-            segments[index] = escape(_printable(getattr(content, name)))
+            segments[index] = str(escape(_printable(getattr(content, name))))
+            size += len(segments[index].encode("utf-8"))
         html = "".join(segments)
-        return _Html(content, locale, now, page, page.subject, html, tuple(segments))
+        return _Html(content, locale, now, page, page.subject, html, tuple(segments), size)
 
     def _page(self, content: MailContent, locale: str, tz: tzinfo, now: datetime) -> _Page:
         """The page of every mail whose content differs from ``content``'s only in who gets it."""
@@ -450,7 +451,13 @@ class Renderer:
             if odd and piece in _PERSONAL:
                 personal.append((len(segments), piece))
             segments.append(posts[int(piece)] if odd and piece not in _PERSONAL else piece)
-        page = _Page(context, subject, tuple(segments), tuple(personal))
+        own = {index for index, _ in personal}
+        shared_size = sum(
+            len(segment.encode("utf-8"))
+            for index, segment in enumerate(segments)
+            if index not in own
+        )
+        page = _Page(context, subject, tuple(segments), tuple(personal), shared_size)
         self._pages[key] = page
         if len(self._pages) > self._pages_cached:
             self._pages.popitem(last=False)
@@ -655,7 +662,7 @@ class Renderer:
         if content.school.reply_to:
             headers.append(("Reply-To", mime.address(school, content.school.reply_to)))
         headers += [
-            ("Date", format_datetime(now)),
+            ("Date", _date_header(now)),
             ("Message-ID", message_id),
             ("List-Id", _list_id(school, content.school.id, self._settings.mail_domain)),
         ]
@@ -770,6 +777,11 @@ def _aware(moment: datetime, tz: tzinfo) -> datetime:
 def _header_text(value: str) -> str:
     """One header-safe line: control characters (CR, LF, …) become spaces."""
     return " ".join(_CONTROL.sub(" ", value).split())
+
+
+@functools.lru_cache(maxsize=16)  # an edition's mails share their Date
+def _date_header(now: datetime) -> str:
+    return format_datetime(now)
 
 
 def _header_url(url: str) -> str:

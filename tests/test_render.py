@@ -342,6 +342,7 @@ def test_parents_with_the_same_posts_each_get_their_own_links_and_nothing_of_ano
             content, now=NOW, message_id=mail.message_id
         )
         assert (mail.html, mail.text, mail.subject) == (alone.html, alone.text, alone.subject)
+        assert mail.size == alone.size == len(mail.html.encode("utf-8"))  # Gmail's measure
         parsed = parse_back(mail)
         assert parsed["To"].addresses[0].addr_spec == content.address
         assert parsed.get_body(("plain",)).get_content().replace("\r\n", "\n") == mail.text
