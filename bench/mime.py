@@ -5,9 +5,9 @@
 Both get the same rendered parts (HTML, text, a calendar) and headers and end in the bytes
 handed to SMTP: ``EmailMessage`` built as ``digest.render`` did before (header objects,
 ``set_content`` with quoted-printable, ``as_bytes`` with the SMTP policy), against
-``Renderer.message_bytes`` (digest/mime.py, written directly): once with the HTML whole, and once
-in the pieces the renderer hands over, where each post's HTML is encoded once for all the mails
-that carry it (as in an edition). CPU time of this process.
+``Renderer.message_bytes`` (digest/mime.py, written directly): once with every byte encoded, and
+once as the renderer hands the parts over in an edition, where the page's pieces (all but the
+mail's two links) were encoded once for every mail of its mix of posts. CPU time of this process.
 """
 
 from __future__ import annotations
@@ -114,8 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     renderer = Renderer(SETTINGS)
     content = newsletter(args.kb, renderer)
     subject, html, text = renderer.html_and_text(content, now=NOW)
-    # The HTML as the renderer hands it over: in pieces, each post's encoded once and cached.
-    segments = renderer._html(content, NOW).segments
+    # The parts as the renderer hands them over: the page's pieces encoded, the links not.
+    compiled = renderer._html(content, NOW)
+    text_wire, html_wire = renderer._wire(compiled, renderer._text_segments(compiled))
     message_id = make_msgid(domain=SETTINGS.mail_domain)
     print(
         f"a newsletter of {len(html.encode()) / 1000:.1f} KB HTML, {len(text) / 1000:.1f} KB text "
@@ -127,17 +128,21 @@ def main(argv: list[str] | None = None) -> int:
         lambda: stdlib_message(content, subject, text, html, NOW, message_id),
     )
     ours = measure(
-        "digest.mime (direct)",
+        "digest.mime (all)",
         args.repeat,
         lambda: renderer.message_bytes(content, "nl", subject, text, html, NOW, message_id),
     )
     pieces = measure(
-        "digest.mime (pieces)",
+        "digest.mime (as sent)",
         args.repeat,
-        lambda: renderer.message_bytes(content, "nl", subject, text, segments, NOW, message_id),
+        lambda: renderer.message_bytes(
+            content, "nl", subject, text_wire, html_wire, NOW, message_id
+        ),
     )
-    print(f"stdlib / ours (whole HTML): {stdlib / ours:.1f}x, {ours:.3f} ms")
-    print(f"stdlib / ours (as sent):    {stdlib / pieces:.1f}x, {pieces:.3f} ms (target <= 0.5 ms)")
+    print(f"stdlib / ours (all encoded): {stdlib / ours:.1f}x, {ours:.3f} ms")
+    print(
+        f"stdlib / ours (as sent):     {stdlib / pieces:.1f}x, {pieces:.3f} ms (target <= 0.5 ms)"
+    )
     return 0
 
 

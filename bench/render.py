@@ -116,7 +116,11 @@ def main(argv: list[str] | None = None) -> int:
         return lambda _number: render
 
     compiled, _ = measure("compiled", mails, args.rounds, lambda number: ours(fresh[number]))
-    measure("compiled, all cached", mails, 1, lambda _number: ours(fresh[-1]))
+    # Every page kept and rendered beforehand: what a mail costs once its page exists.
+    cached = Renderer(settings, pages_cached=len(mails))
+    for content in mails:
+        cached.html_and_text(content, now=CUTOFF)
+    measure("compiled, all cached", mails, 1, lambda _number: ours(cached))
     subset = mails[: args.naive_mails]
     inlined, _ = measure("mjml+css-inline", subset, 1, per_message(None))
     try:
