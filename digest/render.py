@@ -1129,7 +1129,7 @@ def _wrap_words(line: str) -> list[str]:
     """``line`` wrapped at ``TEXT_WIDTH`` as ``textwrap`` (below) would, never breaking a word.
 
     Words joined by single spaces, without a quote, indent or bullet (a mail's personal links,
-    most lines of a post), are filled greedily here: ``textwrap`` takes ten times as long.
+    most lines of a post), are filled greedily here: ``textwrap`` takes 3–6 times as long.
     """
     words = line.split(" ")
     if _HANG.match(line).end() or len(line.split()) != len(words):  # type: ignore[union-attr]
