@@ -102,9 +102,8 @@ def start_helpers(url: str, port: int, at: datetime, count: int) -> list[subproc
 
 def child_helper(url: str, port: int, at: datetime) -> None:
     from digest.db import make_engine, session_factory
-    from digest.worker import run_worker, tune_collector
+    from digest.worker import run_worker
 
-    tune_collector()  # as `digest worker` does
     settings = bench_settings(url, port)
     engine = make_engine(url)
     asyncio.run(run_worker(session_factory(engine), settings, at=at, poll=0.2))  # until SIGTERM
@@ -159,9 +158,8 @@ def child_edition(url: str, port: int, workers: int) -> dict[str, Any]:
     from digest.db import make_engine, session_factory
     from digest.models import School
     from digest.plan import plan_edition
-    from digest.worker import open_deliverer, tune_collector
+    from digest.worker import open_deliverer
 
-    tune_collector()  # as `digest scheduler` does
     settings = bench_settings(url, port)
     engine = make_engine(url)
     sessions = session_factory(engine)

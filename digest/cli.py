@@ -207,10 +207,7 @@ def _progress(total: int) -> Iterator[Callable[[int], None]]:
 
 def _send(app: App, school_id: str | None, at: datetime) -> None:
     from digest.deliver import count_due
-    from digest.worker import tune_collector
     from scheduler.jobs import send_due
-
-    tune_collector()
 
     with app.sessions() as session:
         total = count_due(session, at, school_id)
@@ -577,13 +574,12 @@ def worker(app: App, once: bool, at_text: str | None, poll: float, school_id: st
 
     Start as many as you like on PostgreSQL, on any number of machines: each claims its own rows.
     """
-    from digest.worker import run_worker, tune_collector
+    from digest.worker import run_worker
 
     if at_text and not once:
         raise click.UsageError("--at needs --once (a running worker sends at the current time)")
     at = resolve_at(at_text, DEFAULT_ZONE) if at_text else None
     sessions = app.sessions  # the schema check, before the loop starts
-    tune_collector()
     report = asyncio.run(
         run_worker(sessions, app.settings, once=once, at=at, poll=poll, school_id=school_id)
     )
@@ -755,9 +751,6 @@ def scheduler_(app: App, show: bool, no_worker: bool) -> None:
         for run in runs:
             click.echo(format_run(run))
         return
-    from digest.worker import tune_collector
-
-    tune_collector()
     asyncio.run(serve(app.engine, sessions, app.settings, worker=not no_worker))
     click.echo("scheduler stopped")
 

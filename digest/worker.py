@@ -56,7 +56,11 @@ class WorkerReport:
 
 
 def open_deliverer(sessions: sessionmaker[Session], settings: Settings) -> Deliverer:
-    """A deliverer on the configured transport, with DKIM signing when a key is configured."""
+    """A deliverer on the configured transport, with DKIM signing when a key is configured.
+
+    The process that opens one delivers mail: its collector is tuned for that (``tune_collector``).
+    """
+    tune_collector()
     transport = open_transport(
         settings.mail_url,
         pool_size=settings.send_concurrency,
