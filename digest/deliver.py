@@ -288,25 +288,51 @@ class Deliverer:
         school_id: str | None = None,
         progress: Callable[[int], None] | None = None,
     ) -> SendReport:
-        """Send everything due at ``at``; each row ends sent, failed, retry, expired or skipped."""
+        """Send everything due at ``at``; each row ends sent, failed, retry, expired or skipped.
+
+        Batches overlap: the next one is claimed and read as soon as every mail of the current
+        one is rendered, while its last mails are still with the server, so the server is not
+        left waiting between batches (nor the connections at the end of each).
+        """
         report = SendReport()
-        while not self._stopping:
-            with self.sessions() as session, session.begin():
-                pause = open_pause(session)
-                if pause is not None and pause.until is not None and pause.until > at:
-                    report.paused, report.paused_until = pause.message, pause.until
+        flow = _Flow(self, at, report, progress)
+        batches: list[asyncio.Task[None]] = []
+        try:
+            while not self._stopping and report.paused is None:
+                with self.sessions() as session, session.begin():
+                    pause = open_pause(session)
+                    if pause is not None and pause.until is not None and pause.until > at:
+                        report.paused, report.paused_until = pause.message, pause.until
+                        break
+                    ids = claim(session, at, self.batch_size, school_id, lease=self.lease)
+                if not ids:
                     break
-                ids = claim(session, at, self.batch_size, school_id, lease=self.lease)
-            if not ids:
-                break
-            prepared = self._prepare(ids, at)
-            await self._send_all(prepared, at, report, progress, pause_open=pause is not None)
-            if report.paused is not None:
-                if report.paused_until is None:  # opened by this pass: say until when
-                    with self.sessions() as session:
-                        pause = open_pause(session)
-                    report.paused_until = pause.until if pause is not None else None
-                break
+                flow.pause_open = flow.pause_open or pause is not None
+                prepared = self._prepare(ids, at)
+                rendered = asyncio.Event()
+                batches.append(asyncio.ensure_future(flow.send(prepared, rendered)))
+                # The next batch once this one is rendered (or has ended, if it failed).
+                waiting = asyncio.ensure_future(rendered.wait())
+                await asyncio.wait([batches[-1], waiting], return_when=asyncio.FIRST_COMPLETED)
+                waiting.cancel()
+                for task in batches:
+                    if task.done():
+                        task.result()  # a failed batch ends the pass
+                batches = [task for task in batches if not task.done()]
+            await asyncio.gather(*batches)
+        except Exception:
+            # The other batch's mails in flight finish and are recorded before the error.
+            await asyncio.gather(*batches, return_exceptions=True)
+            raise
+        except BaseException:  # cancelled
+            for task in batches:
+                task.cancel()
+            raise
+        if report.paused is not None and report.paused_until is None:
+            # Opened by this pass: say until when.
+            with self.sessions() as session:
+                pause = open_pause(session)
+            report.paused_until = pause.until if pause is not None else None
         report.stopped = self._stopping
         self._finish_editions()
         return report
@@ -375,76 +401,6 @@ class Deliverer:
             parts_sent=min(item.parts_sent, len(parts)),
             content=None,
         )
-
-    async def _send_all(
-        self,
-        prepared: list[_Prepared],
-        at: datetime,
-        report: SendReport,
-        progress: Callable[[int], None] | None,
-        *,
-        pause_open: bool,
-    ) -> None:
-        gate = asyncio.Semaphore(self.concurrency)  # sends on the wire
-        # Sent or sending but not yet committed: what a crash could send twice.
-        unrecorded = asyncio.Semaphore(UNRECORDED_PER_SLOT * self.concurrency)
-        pause_resolved = not pause_open  # the first accepted mail resolves an open pause
-        pending: list[tuple[_Outcome, asyncio.Future[DeliveryStatus]]] = []
-        writing = asyncio.Lock()
-        group_full = asyncio.Event()
-        to_come = len(prepared)  # outcomes not yet handed to record()
-        group_size = self.concurrency
-
-        async def record(outcome: _Outcome) -> DeliveryStatus:
-            # Committed within moments, not with the batch: a crash repeats only what was in
-            # flight. The first outcome of a group writes, in one transaction, every outcome
-            # that arrived until the group was a connection's worth, the last of the batch, or
-            # GROUP_COMMIT_SECONDS old, and after the previous write was done (a group
-            # commit); the write runs in a thread, so the other sends go on meanwhile.
-            nonlocal to_come
-            future: asyncio.Future[DeliveryStatus] = asyncio.get_running_loop().create_future()
-            pending.append((outcome, future))
-            to_come -= 1
-            if len(pending) >= group_size or to_come == 0:
-                group_full.set()
-            if len(pending) == 1:
-                async with writing:
-                    if len(pending) < group_size and to_come > 0:
-                        with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(group_full.wait(), self.group_commit_seconds)
-                    group_full.clear()
-                    batch = pending[:]
-                    pending.clear()
-                    try:
-                        statuses = await asyncio.to_thread(
-                            self._record_many, [queued for queued, _ in batch], at
-                        )
-                    except Exception as exc:
-                        for _, waiting in batch:
-                            waiting.set_exception(exc)
-                    else:
-                        for (_, waiting), final in zip(batch, statuses, strict=True):
-                            waiting.set_result(final)
-            return await future
-
-        async def one(item: _Prepared) -> None:
-            nonlocal pause_resolved
-            async with unrecorded:
-                async with gate:
-                    if item.content is not None and report.paused is None and not self._stopping:
-                        item = self._render(item, at)
-                    outcome = await self._send_one(item, report)
-                    if outcome.status is DeliveryStatus.SENT and not pause_resolved:
-                        pause_resolved = True
-                        self._resolve_pause(at)
-                # The connection's slot is free while the outcome waits for its commit: held
-                # through the commit, every slot stalled on each fsync.
-                status = await record(outcome)
-            report.add(status.value)
-            if progress:
-                progress(1)
-
-        await asyncio.gather(*(one(item) for item in prepared))
 
     async def _send_one(self, item: _Prepared, report: SendReport) -> _Outcome:
         if not item.parts and item.content is None:
@@ -633,3 +589,137 @@ class Deliverer:
                 .where(Edition.status.in_(SENDABLE_EDITION), ~open_rows)
                 .values(status=EditionStatus.DONE)
             )
+
+
+class _Flow:
+    """One pass's sending: its batches share the connections, the group commit and the renderer.
+
+    Each mail is rendered ahead of its connection, at most a connection's worth ahead: when a
+    connection frees up, its next mail goes out at once, and the rendering happens while the
+    connections wait for the server's replies.
+    """
+
+    def __init__(
+        self,
+        deliverer: Deliverer,
+        at: datetime,
+        report: SendReport,
+        progress: Callable[[int], None] | None,
+    ) -> None:
+        self.deliverer = deliverer
+        self.at = at
+        self.report = report
+        self.progress = progress
+        self.pause_open = False  # an expired pause is open: the first accepted mail resolves it
+        concurrency = deliverer.concurrency
+        self.gate = asyncio.Semaphore(concurrency)  # sends on the wire
+        self.ahead = asyncio.Semaphore(concurrency)  # rendered, waiting for a connection
+        # Sent or sending but not yet committed: what a crash could send twice.
+        self.unrecorded = asyncio.Semaphore(UNRECORDED_PER_SLOT * concurrency)
+        self.rendering = asyncio.Lock()  # one batch renders at a time, in claim order
+        self.pending: list[tuple[_Outcome, asyncio.Future[DeliveryStatus]]] = []
+        self.writing = asyncio.Lock()
+        self.group_full = asyncio.Event()
+        self.group_size = concurrency
+        self.to_come = 0  # outcomes of the batches so far not yet handed to record()
+
+    async def send(self, prepared: list[_Prepared], rendered: asyncio.Event) -> None:
+        """Send one claimed batch; ``rendered`` is set once every mail of it is rendered."""
+        self.to_come += len(prepared)
+        loop = asyncio.get_running_loop()
+        ready: list[asyncio.Future[_Prepared]] = [loop.create_future() for _ in prepared]
+        renderer = asyncio.ensure_future(self._render_all(prepared, ready, rendered))
+        try:
+            # Every mail's send runs to its end, and is recorded, before a failure is raised.
+            outcomes = await asyncio.gather(
+                *(self._one(item, done) for item, done in zip(prepared, ready, strict=True)),
+                return_exceptions=True,
+            )
+        finally:
+            renderer.cancel()
+            rendered.set()
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+
+    async def _render_all(
+        self,
+        prepared: list[_Prepared],
+        ready: list[asyncio.Future[_Prepared]],
+        rendered: asyncio.Event,
+    ) -> None:
+        deliverer, report = self.deliverer, self.report
+        async with self.rendering:
+            for item, done in zip(prepared, ready, strict=True):
+                if item.content is None:
+                    done.set_result(item)  # nothing to render (skipped or suppressed)
+                    continue
+                await self.ahead.acquire()
+                if report.paused is not None or deliverer.stopping:
+                    self.ahead.release()
+                    done.set_result(item)  # goes back to the queue unrendered
+                    continue
+                try:
+                    done.set_result(deliverer._render(item, self.at))
+                except Exception as exc:
+                    self.ahead.release()  # no connection takes it
+                    done.set_exception(exc)
+                # The replies that arrived meanwhile are read before the next mail renders.
+                await asyncio.sleep(0)
+        rendered.set()
+
+    async def _one(self, item: _Prepared, ready: asyncio.Future[_Prepared]) -> None:
+        deliverer, report = self.deliverer, self.report
+        async with self.unrecorded:
+            try:
+                item = await ready
+            except BaseException:
+                self.to_come -= 1
+                raise
+            async with self.gate:
+                if item.parts:
+                    self.ahead.release()  # rendered: its connection has taken it
+                outcome = await deliverer._send_one(item, report)
+                if outcome.status is DeliveryStatus.SENT and self.pause_open:
+                    self.pause_open = False
+                    deliverer._resolve_pause(self.at)
+            # The connection's slot is free while the outcome waits for its commit: held
+            # through the commit, every slot stalled on each fsync.
+            status = await self._record(outcome)
+        report.add(status.value)
+        if self.progress:
+            self.progress(1)
+
+    async def _record(self, outcome: _Outcome) -> DeliveryStatus:
+        # Committed within moments, not with the batch: a crash repeats only what was in
+        # flight. The first outcome of a group writes, in one transaction, every outcome that
+        # arrived until the group was a connection's worth, the last one to come, or
+        # GROUP_COMMIT_SECONDS old, and after the previous write was done (a group commit);
+        # the write runs in a thread, so the other sends go on meanwhile.
+        future: asyncio.Future[DeliveryStatus] = asyncio.get_running_loop().create_future()
+        pending = self.pending
+        pending.append((outcome, future))
+        self.to_come -= 1
+        if len(pending) >= self.group_size or self.to_come == 0:
+            self.group_full.set()
+        if len(pending) == 1:
+            async with self.writing:
+                if len(pending) < self.group_size and self.to_come > 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(
+                            self.group_full.wait(), self.deliverer.group_commit_seconds
+                        )
+                self.group_full.clear()
+                batch = pending[:]
+                pending.clear()
+                try:
+                    statuses = await asyncio.to_thread(
+                        self.deliverer._record_many, [queued for queued, _ in batch], self.at
+                    )
+                except Exception as exc:
+                    for _, waiting in batch:
+                        waiting.set_exception(exc)
+                else:
+                    for (_, waiting), final in zip(batch, statuses, strict=True):
+                        waiting.set_result(final)
+        return await future

@@ -98,7 +98,14 @@ class _Handler:
             owner.commands.append((server.connection, command))
         delay = owner.delays.get(command, 0.0)
         if delay:
-            await asyncio.sleep(delay)
+            with owner._lock:
+                owner._waiting[command] = waiting = owner._waiting.get(command, 0) + 1
+                owner.peak[command] = max(owner.peak.get(command, 0), waiting)
+            try:
+                await asyncio.sleep(delay)
+            finally:
+                with owner._lock:
+                    owner._waiting[command] -= 1
 
     async def handle_EHLO(
         self,
@@ -233,6 +240,9 @@ class SmtpServer:
         # - records -
         self.messages: list[Received] = []
         self.commands: list[tuple[int, str]] = []  # (connection number, command)
+        # command -> the most of them waiting on their delay at one moment (delayed ones only)
+        self.peak: dict[str, int] = {}
+        self._waiting: dict[str, int] = {}
         self._connections = 0
         self._lock = threading.Lock()
         self._live: set[_FaultySMTP] = set()

@@ -31,15 +31,36 @@ def prepare(sessions: sessionmaker[Session], doc: dict[str, Any]) -> None:
         plan_edition(session, "s1", CUTOFF)
 
 
-def deliver(sessions: sessionmaker[Session], url: str, at: Any = CUTOFF) -> Any:
+def deliver(
+    sessions: sessionmaker[Session],
+    url: str,
+    at: Any = CUTOFF,
+    *,
+    concurrency: int = 8,
+    **options: Any,
+) -> Any:
+    """One pass over ``url`` with ``concurrency`` connections; ``options`` go to the Deliverer."""
+
     async def go() -> Any:
-        transport = open_transport(url, timeout=2, deadline=5)
+        transport = open_transport(url, pool_size=concurrency, timeout=2, deadline=5)
+        deliverer = Deliverer(sessions, transport, SETTINGS, concurrency=concurrency, **options)
         try:
-            return await Deliverer(sessions, transport, SETTINGS).run(at)
+            return await deliverer.run(at)
         finally:
             await transport.close()
 
     return asyncio.run(go())
+
+
+def one_class(parents: int) -> dict[str, Any]:
+    """A school of one class with a post this week; each child's one parent wants newsletters."""
+    return document(
+        schools=[school()],
+        groups=[group("g5", name="Groep 5")],
+        children=[child(f"c{n}", ["g5"]) for n in range(parents)],
+        guardians=[guardian(f"p{n}", [f"c{n}"]) for n in range(parents)],
+        posts=[post("m1", "g5", "2026-11-24T10:15:00+01:00")],
+    )
 
 
 def statuses(sessions: sessionmaker[Session]) -> dict[str, tuple[str, str | None]]:
@@ -80,33 +101,16 @@ def test_outcomes_are_committed_a_connections_worth_at_a_time(
     # 40 parents over 4 connections: their rows are recorded in groups of 4 (the wait for a
     # group is made long, so only a full group or the batch's last outcome writes), not one
     # transaction per mail.
-    prepare(
-        sessions,
-        document(
-            schools=[school()],
-            groups=[group("g5", name="Groep 5")],
-            children=[child(f"c{n}", ["g5"]) for n in range(40)],
-            guardians=[guardian(f"p{n}", [f"c{n}"]) for n in range(40)],
-            posts=[post("m1", "g5", "2026-11-24T10:15:00+01:00")],
-        ),
-    )
+    prepare(sessions, one_class(40))
     commits = 0
 
     def count(_connection: Any) -> None:
         nonlocal commits
         commits += 1
 
-    async def go() -> Any:
-        transport = open_transport(smtp_server.url(), pool_size=4, timeout=2, deadline=5)
-        deliverer = Deliverer(sessions, transport, SETTINGS, concurrency=4, group_commit_seconds=30)
-        try:
-            return await deliverer.run(CUTOFF)
-        finally:
-            await transport.close()
-
     event.listen(engine, "commit", count)
     try:
-        report = asyncio.run(go())
+        report = deliver(sessions, smtp_server.url(), concurrency=4, group_commit_seconds=30)
     finally:
         event.remove(engine, "commit", count)
     assert report.counts == {"sent": 40}
@@ -116,6 +120,23 @@ def test_outcomes_are_committed_a_connections_worth_at_a_time(
     assert {status for status, _ in statuses(sessions).values()} == {"sent"}
     # 10 groups, the claims (one batch, then the empty one) and closing the edition.
     assert commits <= 10 + 4, commits
+
+
+def test_the_next_batch_goes_out_while_the_last_mails_of_a_batch_wait_for_their_reply(
+    sessions, smtp_server: SmtpServer
+):
+    # Batches of one mail over two connections, each message answered 0.2 s after its end:
+    # the next batch is claimed, rendered and on the second connection while the first
+    # waits, so two messages are with the server at once. Batch after batch, one would be.
+    prepare(sessions, one_class(6))
+    smtp_server.delays["DATA"] = 0.2
+    report = deliver(sessions, smtp_server.url(), concurrency=2, batch_size=1)
+    assert report.counts == {"sent": 6}
+    assert sorted(m.rcpt_tos[0] for m in smtp_server.messages) == [
+        f"p{n}@ouders.example" for n in range(6)
+    ]
+    assert {status for status, _ in statuses(sessions).values()} == {"sent"}
+    assert smtp_server.peak["DATA"] == 2
 
 
 def test_sending_again_sends_nothing(sessions, small_school, smtp_server: SmtpServer):
