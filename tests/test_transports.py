@@ -499,11 +499,15 @@ def test_slow_server_beyond_the_deadline_is_transient(smtp_server: SmtpServer) -
     assert 0.4 < elapsed < 1.5
 
 
-def test_a_silent_reply_beyond_the_socket_timeout_is_transient(smtp_server: SmtpServer) -> None:
-    smtp_server.delays["MAIL"] = 3.0
+@pytest.mark.parametrize("command", ["MAIL", "RCPT", "DATA"])
+def test_a_silent_reply_beyond_the_socket_timeout_is_transient(
+    smtp_server: SmtpServer, command: str
+) -> None:
+    smtp_server.delays[command] = 3.0  # DATA: the reply to the end of the message
     started = time.monotonic()
     error = failure(smtp_server.url(), timeout=0.3, deadline=5.0)
     assert error.blame == "transient"
+    assert f"did not answer {command} within 0.3 s" in error.reply
     assert time.monotonic() - started < 1.5
 
 
