@@ -93,6 +93,7 @@ import aiosmtplib
 from aiosmtplib import SMTPResponse
 
 from digest.errors import DeliveryFailed, TransportError
+from digest.mime import CrlfMessage
 
 __all__ = [
     "MaildirTransport",
@@ -177,8 +178,11 @@ def wire_form(message: bytes) -> tuple[int, bool]:
     """(size once every line ends in CRLF, as DATA sends it; whether it already does).
 
     The size is RFC 1870's SIZE. Counted rather than rewritten: a newsletter is tens of
-    kilobytes of CRLF lines already, and a regex pass over it cost more than the envelope.
+    kilobytes of CRLF lines already, and a regex pass over it cost more than the envelope. A
+    ``CrlfMessage`` (what ``digest.mime`` writes) is not even counted.
     """
+    if isinstance(message, CrlfMessage):
+        return len(message), True
     crlf = message.count(b"\r\n")
     bare_lf = message.count(b"\n") - crlf
     bare_cr = message.count(b"\r") - crlf

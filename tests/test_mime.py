@@ -27,6 +27,7 @@ from digest import mime
 from digest.calendar import mail_calendar
 from digest.content import EventInfo, GroupSection, MailContent, SchoolInfo
 from digest.dkim import Signer
+from digest.mime import CrlfMessage
 from digest.render import RenderedMail, Renderer
 
 NAMES = {
@@ -59,7 +60,11 @@ def parse(data: bytes) -> EmailMessage:
 
 
 def assert_wire_format(data: bytes) -> None:
-    """ASCII, CRLF only, header lines ≤ 78 (≤ 998 for an unfoldable token), body lines ≤ 76."""
+    """ASCII, CRLF only, header lines ≤ 78 (≤ 998 for an unfoldable token), body lines ≤ 76.
+
+    CRLF only is what a ``CrlfMessage`` promises the SMTP transport, which then sends it as is.
+    """
+    assert isinstance(data, CrlfMessage)
     assert data.isascii()
     assert b"\r\n" in data and data.count(b"\n") == data.count(b"\r\n") == data.count(b"\r")
     head, body = data.split(b"\r\n\r\n", 1)
