@@ -762,11 +762,17 @@ def _printable(value: Any) -> Any:
     An imported string may carry a stray BEL or vertical tab; it would make the whole mail fail to
     compile. Markup (sanitised teacher HTML) stays Markup.
     """
-    if isinstance(value, Markup):
-        return Markup(_UNPRINTABLE.sub("", value)) if _UNPRINTABLE.search(value) else value
-    if isinstance(value, str) and _UNPRINTABLE.search(value):
-        return _UNPRINTABLE.sub("", value)
-    return value
+    return _printable_text(value) if isinstance(value, str) else value
+
+
+# The same titles, names and post texts are printed in page after page: each is looked through
+# once (``typed``: Markup and str stay apart).
+@functools.lru_cache(maxsize=4 * _POSTS_CACHED, typed=True)
+def _printable_text(value: str) -> str:
+    if not _UNPRINTABLE.search(value):
+        return value
+    cleaned = _UNPRINTABLE.sub("", value)
+    return Markup(cleaned) if isinstance(value, Markup) else cleaned
 
 
 def _aware(moment: datetime, tz: tzinfo) -> datetime:
@@ -1089,7 +1095,9 @@ def _wrap_page(text: str, mark: str) -> tuple[str, ...]:
 
 
 # What str.splitlines breaks at besides "\n"; a text holding any goes line by line.
-_OTHER_BREAKS = re.compile(r"[\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
+# What str.splitlines breaks at besides "\n": looked for one by one, which beats a character class
+# over a page's text many times (a search per character each).
+_OTHER_BREAKS = ("\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029")
 
 
 def _wrapped_lines(text: str, keep: str | None = None) -> str:
@@ -1100,7 +1108,7 @@ def _wrapped_lines(text: str, keep: str | None = None) -> str:
             return line.rstrip()
         return "\n".join(_wrapped(line))
 
-    if _OTHER_BREAKS.search(text):
+    if any(brk in text for brk in _OTHER_BREAKS):
         return "\n".join(map(one, text.splitlines()))
     lines = text.split("\n")
     for index, line in enumerate(lines):
