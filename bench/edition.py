@@ -15,7 +15,9 @@ the newsletter):
    database round trips of planning (a SQLAlchemy ``before_cursor_execute`` count);
 4. the same number of pre-built messages (newsletters of the same board, rendered beforehand)
    sent by the standard library's smtplib over 8 connections (threads) to a fresh sink: the raw
-   throughput the edition is compared with.
+   throughput the edition is compared with. It is measured just before the edition and just
+   after it, and the edition is compared with their mean: this machine's speed drifts by a fifth
+   over minutes.
 
 Newsletters/s are the sink's count over (its last 250 − the start). The targets: edition ≥ 0.6 of
 raw; peak RSS ≤ 300 MB and at 100,000 guardians ≤ 1.2× that at 10,000; ≤ 20 round trips per
@@ -315,6 +317,16 @@ def run_child(*args: str) -> dict[str, Any]:
     return json.loads(lines[-1]) if lines else {}
 
 
+def raw_throughput(folder: Path, count: int, seed: int) -> dict[str, float]:
+    """smtplib's rate over 8 connections to a fresh sink, and the sink's CPU per message."""
+    with sink(folder, "--count-only") as (port, stats):
+        raw = run_child("_raw", str(port), str(count), str(seed), "8")
+    return {
+        "rate": stats["count"] / max(stats["last"] - raw["started"], 1e-9),
+        "sink_cpu_ms": 1000 * stats.get("cpu", 0.0) / max(stats["count"], 1),
+    }
+
+
 def one_run(
     backend: str, guardians: int, seed: int, admin_url: str, workers: int
 ) -> dict[str, Any]:
@@ -324,12 +336,14 @@ def one_run(
             started = time.perf_counter()
             run_child("_import", url, str(guardians), str(seed))
             imported = time.perf_counter() - started
+            # Raw just before and just after the edition: this machine's speed drifts by a
+            # fifth over minutes, so the edition is compared with the mean of the two.
+            before = raw_throughput(folder, max(1_000, guardians // 6), seed)
             with sink(folder, "--count-only") as (port, stats):
                 edition = run_child("_edition", url, str(port), str(workers))
-            with sink(folder, "--count-only") as (port, raw_stats):
-                raw = run_child("_raw", str(port), str(stats["count"]), str(seed), "8")
+            after = raw_throughput(folder, stats["count"], seed)
     rate = stats["count"] / max(stats["last"] - edition["started"], 1e-9)
-    raw_rate = raw_stats["count"] / max(raw_stats["last"] - raw["started"], 1e-9)
+    raw_rate = (before["rate"] + after["rate"]) / 2
     per_thousand = 1000 * edition["round_trips"] / max(edition["planned"], 1)
     return {
         "backend": backend,
@@ -344,13 +358,15 @@ def one_run(
         "deliver_s": edition["deliver_seconds"],
         "rate": rate,
         "raw_rate": raw_rate,
+        "raw_before": before["rate"],
+        "raw_after": after["rate"],
         "ratio": rate / raw_rate,
         "rss_mb": edition["rss_mb"],
         "helper_rss_mb": edition["helper_rss_mb"],
         # CPU per mail: the planning process (alone it does all the work) and the sink.
         "edition_cpu_ms": 1000 * edition["cpu_seconds"] / max(stats["count"], 1),
         "sink_cpu_ms": 1000 * stats.get("cpu", 0.0) / max(stats["count"], 1),
-        "raw_sink_cpu_ms": 1000 * raw_stats.get("cpu", 0.0) / max(raw_stats["count"], 1),
+        "raw_sink_cpu_ms": after["sink_cpu_ms"],
         "round_trips": edition["round_trips"],
         "per_1000": per_thousand,
     }
@@ -392,7 +408,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs at start", flush=True)
     print(
         "| backend | guardians | processes | schools | mails sent | plan s | deliver s | "
-        "newsletters/s | raw smtplib/s | ratio | CPU ms/mail, edition + sink | peak RSS MB | "
+        "newsletters/s | raw smtplib/s (before, after) | ratio | CPU ms/mail, edition + sink | "
+        "peak RSS MB | "
         "round trips | per 1,000 planned |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
@@ -411,7 +428,8 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"| {backend} | {size:,} | {workers} | {r['schools']} | {r['sent']:,} | "
                 f"{r['plan_s']:.1f} | "
-                f"{r['deliver_s']:.1f} | {r['rate']:.0f} | {r['raw_rate']:.0f} | "
+                f"{r['deliver_s']:.1f} | {r['rate']:.0f} | "
+                f"{r['raw_rate']:.0f} ({r['raw_before']:.0f}, {r['raw_after']:.0f}) | "
                 f"{r['ratio']:.2f} | {cpu} | {rss} | {r['round_trips']} | "
                 f"{r['per_1000']:.1f} |",
                 flush=True,
