@@ -767,7 +767,7 @@ def _printable(value: Any) -> Any:
 
 # The same titles, names and post texts are printed in page after page: each is looked through
 # once (``typed``: Markup and str stay apart).
-@functools.lru_cache(maxsize=4 * _POSTS_CACHED, typed=True)
+@functools.lru_cache(maxsize=_POSTS_CACHED, typed=True)
 def _printable_text(value: str) -> str:
     if not _UNPRINTABLE.search(value):
         return value
