@@ -20,7 +20,7 @@ class _Uncompressed(URLSafeSerializerMixin):
     """Payloads as URL-safe base64 JSON, never zlib-compressed.
 
     itsdangerous compresses every payload and keeps the result when it is shorter. Ours (an id,
-    a few ids) never get shorter, and the attempt sets up a deflate stream per token: 2 % of an
+    a few ids) never get shorter, and the attempt sets up a deflate stream per token: 3 % of an
     edition's instructions, for the two links of every mail and each photo's. The tokens are the
     ones itsdangerous makes for such payloads, and a compressed token still opens.
     """
