@@ -379,8 +379,8 @@ class Deliverer:
             send_empty and delivery.kind is DeliveryKind.NEWSLETTER
         ):
             return _Prepared(delivery.id, delivery.address, (), None)
-        # Rendered in its send's turn, not here: the server then reads one mail while we render
-        # the next, instead of waiting for the whole batch.
+        # Rendered later, a connection's worth ahead of the sends (_Flow), not here: the server
+        # then reads one mail while we render the next, instead of waiting for the whole batch.
         return _Prepared(
             delivery.id, delivery.address, (), None, delivery.parts_sent, content=content
         )
