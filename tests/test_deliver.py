@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import email
 import mailbox
+import shutil
 from email.policy import default
 from typing import Any
 
+import pytest
 from conftest import child, document, group, guardian, post, school
+from jinja2 import UndefinedError
 from smtp_server import SmtpServer
 from sqlalchemy import Engine, event, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -18,6 +21,7 @@ from digest.ingest import import_document
 from digest.models import Delivery, DeliveryStatus, Edition, EditionStatus, Suppression
 from digest.periods import parse_instant
 from digest.plan import plan_edition
+from digest.render import Renderer, templates_path
 from digest.settings import load_settings
 from digest.transports import open_transport
 
@@ -137,6 +141,36 @@ def test_the_next_batch_goes_out_while_the_last_mails_of_a_batch_wait_for_their_
     ]
     assert {status for status, _ in statuses(sessions).values()} == {"sent"}
     assert smtp_server.peak["DATA"] == 2
+
+
+def test_a_mail_that_fails_to_render_ends_the_pass_after_the_others_are_recorded(
+    sessions, smtp_server: SmtpServer, tmp_path
+):
+    # A template that fails for one post (a misspelt name: StrictUndefined) stands for any
+    # rendering bug. The parents of that post's class get nothing; every other mail of the
+    # batch is sent and recorded before the error ends the pass, and the failed row stays
+    # claimed, to be tried again when its lease ends.
+    templates = tmp_path / "templates"
+    shutil.copytree(templates_path(), templates)
+    text = templates / "newsletter.txt.j2"
+    loop = "{% for item in items %}\n"
+    broken = '{% if item.post.title == "Kapot" %}{{ misspelt }}{% endif %}\n'
+    text.write_text(text.read_text().replace(loop, loop + broken, 1))
+    doc = one_class(6)
+    doc["groups"].append(group("g6", name="Groep 6"))
+    doc["children"].append(child("c6", ["g6"]))
+    doc["guardians"].append(guardian("p6", ["c6"]))
+    doc["posts"].append(post("m2", "g6", "2026-11-24T11:00:00+01:00", title="Kapot"))
+    prepare(sessions, doc)
+
+    with pytest.raises(UndefinedError):
+        deliver(sessions, smtp_server.url(), renderer=Renderer(SETTINGS, templates))
+    assert sorted(m.rcpt_tos[0] for m in smtp_server.messages) == [
+        f"p{n}@ouders.example" for n in range(6)
+    ]
+    rows = statuses(sessions)
+    assert {rows[f"p{n}@ouders.example"][0] for n in range(6)} == {"sent"}
+    assert rows["p6@ouders.example"][0] == "sending"
 
 
 def test_sending_again_sends_nothing(sessions, small_school, smtp_server: SmtpServer):
