@@ -574,7 +574,7 @@ class Renderer:
 
         def post_html(post: PostContent, section: GroupSection) -> Markup:
             # The same for every parent who gets this post in this language this week.
-            key = (locale, is_post, section.name, tz, now, post)
+            key = ("html", locale, is_post, section.name, tz, now, post)
             html = self._cached_post(key)
             if html is None:
                 html = Markup(chrome.post.render(context, post=post, section=section))
@@ -587,7 +587,7 @@ class Renderer:
         rendered_posts: list[str] = []
 
         def post_text(item: _PlainPost) -> str:
-            key = (locale, is_post, "text", tz, now, item.post)
+            key = ("text", locale, is_post, tz, now, item.post)
             text = self._cached_post(key)
             if text is None:
                 text = chrome.text_post.render(context, item=item)

@@ -360,6 +360,15 @@ def test_parents_with_the_same_posts_each_get_their_own_links_and_nothing_of_ano
     assert "Afmelden" not in without.text and "/u/" not in without.html
 
 
+def test_a_group_named_text_gets_its_post_as_text_in_the_text_part(renderer: Renderer) -> None:
+    # A post's HTML and its text are kept apart in the renderer's cache whatever the group's
+    # name: under the name "text" one used to be taken for the other.
+    content = make_content(post_section(make_post(title="Schoolreis"), name="text"))
+    mail = render(renderer, content)
+    assert "Schoolreis" in mail.text and "<" not in mail.text
+    assert "<table" in mail.html
+
+
 def test_per_post_mail(renderer: Renderer) -> None:
     content = make_content(kind="post")
     rendered = render(renderer, content)
