@@ -168,8 +168,11 @@ class _Page:
     segments: tuple[str, ...]  # the HTML; a piece at an index of ``personal`` is to fill in
     personal: tuple[tuple[int, str], ...]  # (index in segments, the MailContent URL field)
     shared_size: int  # UTF-8 bytes of the segments not in ``personal``
-    # The text part, wrapped, once a mail asks for it; odd pieces are whole lines with a mark.
+    # The text part, wrapped, once a mail asks for it, in pieces: each post's lines are a piece
+    # of their own (the same string in every page that holds the post), and so is each line
+    # with a personal link, at the indexes of ``text_personal``, to fill in.
     text: tuple[str, ...] | None = None
+    text_personal: tuple[int, ...] = ()
     # ``segments`` and ``text`` quoted-printable (digest.mime.encoded_pieces), once a mail is
     # built: each mail then encodes only its personal pieces, which stay ``str`` here.
     html_wire: list[str | bytes] | None = None
@@ -224,7 +227,7 @@ class Renderer:
         self._overview = functools.lru_cache(maxsize=_POSTS_CACHED)(self._overview_text)
         self._calendar = functools.lru_cache(maxsize=_POSTS_CACHED)(self._events_calendar)
         # Posts rendered, HTML (Markup) and text, the least recently used dropped first.
-        self._posts: OrderedDict[tuple[object, ...], str] = OrderedDict()
+        self._posts: OrderedDict[tuple[object, ...], str | _PostLines] = OrderedDict()
         self._pages: OrderedDict[tuple[object, ...], _Page] = OrderedDict()  # by shared content
         # Marks a post's place in a rendered page; random, so no text in a mail can forge one.
         self._mark = f"\U000f0000{secrets.token_hex(8)}\U000f0000"
@@ -269,21 +272,19 @@ class Renderer:
         page = compiled.page
         assert page is not None, "the reference pipeline renders no text part"
         if page.text is None:
-            shared: MailContent = page.context["content"]
-            plain_sections = [
-                (section, [_plain_post(post) for post in section.posts])
-                for section in shared.sections
-            ]
             template = self._chrome[compiled.locale].text
             text = template.render(
-                page.context, subject=page.subject, plain_sections=plain_sections
+                page.context,
+                subject=page.subject,
+                plain_sections=_plain_sections(page.context["content"]),
             )
-            page.text = _wrap_page(text, self._mark)
-        content = compiled.content
-        return tuple(
-            self._filled_line(piece, content) if odd else piece
-            for odd, piece in zip(itertools.cycle((False, True)), page.text, strict=False)
-        )
+            page.text, page.text_personal = _wrap_page(
+                text, self._mark, page.context["rendered_texts"]
+            )
+        segments = list(page.text)
+        for index in page.text_personal:
+            segments[index] = self._filled_line(segments[index], compiled.content)
+        return tuple(segments)
 
     @staticmethod
     def _wire(
@@ -295,12 +296,13 @@ class Renderer:
         personal = [index for index, _ in page.personal]
         if page.html_wire is None or page.text_wire is None:
             page.html_wire = mime.encoded_pieces(compiled.segments, personal)
-            page.text_wire = mime.encoded_pieces(text_segments, range(1, len(text_segments), 2))
+            page.text_wire = mime.encoded_pieces(text_segments, page.text_personal)
         html_wire = page.html_wire.copy()
         for index in personal:
             html_wire[index] = compiled.segments[index]
         text_wire = page.text_wire.copy()
-        text_wire[1::2] = text_segments[1::2]
+        for index in page.text_personal:
+            text_wire[index] = text_segments[index]
         return text_wire, html_wire
 
     def _filled_line(self, line: str, content: MailContent) -> str:
@@ -400,13 +402,8 @@ class Renderer:
 
         ``reference``: the per-message pipeline, with this CSS inliner (see ``reference_html``).
         """
-        if content.kind == "post" and [len(s.posts) for s in content.sections] != [1]:
-            raise ValueError("a per-post mail has exactly one group with one post")
-        locale = resolve_locale(content.locale, self._locale_dir)
+        content, locale, tz, now = self._setting(content, now)
         chrome = self._chrome[locale]
-        tz = ZoneInfo(content.school.timezone)
-        now = _aware(now or datetime.now(UTC), tz)
-        content = _with_safe_urls(content)
         if reference is not None:
             context = self._context(content, locale, tz, now, reference=True)
             subject = _header_text(chrome.subject.render(context))
@@ -422,6 +419,16 @@ class Renderer:
             size += len(segments[index].encode("utf-8"))
         html = "".join(segments)
         return _Html(content, locale, now, page, page.subject, html, tuple(segments), size)
+
+    def _setting(
+        self, content: MailContent, now: datetime | None
+    ) -> tuple[MailContent, str, tzinfo, datetime]:
+        """``content`` with every URL made safe, its language (with a catalogue), zone and time."""
+        if content.kind == "post" and [len(s.posts) for s in content.sections] != [1]:
+            raise ValueError("a per-post mail has exactly one group with one post")
+        locale = resolve_locale(content.locale, self._locale_dir)
+        tz = ZoneInfo(content.school.timezone)
+        return _with_safe_urls(content), locale, tz, _aware(now or datetime.now(UTC), tz)
 
     def _page(self, content: MailContent, locale: str, tz: tzinfo, now: datetime) -> _Page:
         """The page of every mail whose content differs from ``content``'s only in who gets it."""
@@ -447,6 +454,12 @@ class Renderer:
         posts = context["rendered_posts"]
         segments: list[str] = []
         personal: list[tuple[int, str]] = []
+        # The document's head (styles, title) is the same in every page of a school's week: a
+        # piece of its own, it is encoded once for all of them (digest.mime.encoded_pieces).
+        head, body, rest = pieces[0].partition("<body")
+        if body:
+            segments.append(head)
+            pieces[0] = body + rest
         for odd, piece in zip(itertools.cycle((False, True)), pieces, strict=False):
             if odd and piece in _PERSONAL:
                 personal.append((len(segments), piece))
@@ -477,6 +490,19 @@ class Renderer:
         (``inline`` replaces css-inline, e.g. by premailer).
         """
         return self._html(content, now, reference=inline or self._inliner.inline).html
+
+    def reference_text(self, content: MailContent, *, now: datetime | None = None) -> str:
+        """The text part rendered whole, per message: every post in its place, then wrapped.
+
+        ``render`` wraps each post's text once for all the pages that hold it, and a page
+        around its posts; the two must be equal (tests/test_render_equality.py).
+        """
+        content, locale, tz, now = self._setting(content, now)
+        chrome = self._chrome[locale]
+        context = self._context(content, locale, tz, now, reference=True)
+        subject = _header_text(chrome.subject.render(context))
+        text = chrome.text.render(context, subject=subject, plain_sections=_plain_sections(content))
+        return _wrap(text)
 
     # --- templates ----------------------------------------------------------------------------
 
@@ -576,7 +602,7 @@ class Renderer:
             # The same for every parent who gets this post in this language this week.
             key = ("html", locale, is_post, section.name, tz, now, post)
             html = self._cached_post(key)
-            if html is None:
+            if not isinstance(html, str):  # not rendered yet
                 html = Markup(chrome.post.render(context, post=post, section=section))
                 self._cache_post(key, html)
             if reference:
@@ -587,12 +613,22 @@ class Renderer:
         rendered_posts: list[str] = []
 
         def post_text(item: _PlainPost) -> str:
+            if reference:
+                return chrome.text_post.render(context, item=item)
             key = ("text", locale, is_post, tz, now, item.post)
             text = self._cached_post(key)
             if text is None:
-                text = chrome.text_post.render(context, item=item)
+                text = _PostLines.of(chrome.text_post.render(context, item=item))
                 self._cache_post(key, text)
-            return text
+            if isinstance(text, str):
+                return text  # goes in as it is, wrapped with the page
+            # A line of its own in the page, between the blank lines the post starts and
+            # ends with; the page is wrapped around it and the post's lines put in its place.
+            rendered_texts.append(text.lines)
+            mark = f"{self._mark}{len(rendered_texts) - 1}{self._mark}"
+            return "\n" * text.lead + mark + "\n" * text.trail
+
+        rendered_texts: list[str] = []
 
         def teacher_html(post: PostContent) -> Markup:
             # Sanitised by clean_teacher_html when the content was built.
@@ -615,18 +651,19 @@ class Renderer:
             "post_html": post_html,
             "rendered_posts": rendered_posts,
             "post_text": post_text,
+            "rendered_texts": rendered_texts,
             "shown_photos": _shown_photos,
             "hidden_photos": _hidden_photos,
         }
         return context
 
-    def _cached_post(self, key: tuple[object, ...]) -> str | None:
+    def _cached_post(self, key: tuple[object, ...]) -> str | _PostLines | None:
         found = self._posts.get(key)
         if found is not None:
             self._posts.move_to_end(key)
         return found
 
-    def _cache_post(self, key: tuple[object, ...], rendered: str) -> None:
+    def _cache_post(self, key: tuple[object, ...], rendered: str | _PostLines) -> None:
         # Least recently used out: clearing all at once made the school being sent render its
         # posts again (a third of the post renders of an edition).
         self._posts[key] = rendered
@@ -1056,6 +1093,13 @@ def _plain_post(post: PostContent) -> _PlainPost:
     )
 
 
+def _plain_sections(content: MailContent) -> list[tuple[GroupSection, list[_PlainPost]]]:
+    """The text template's sections: each post with its text and numbered references."""
+    return [
+        (section, [_plain_post(post) for post in section.posts]) for section in content.sections
+    ]
+
+
 def _underline(title: str, char: str) -> str:
     return f"{title}\n{char * min(len(title), TEXT_WIDTH)}"
 
@@ -1072,26 +1116,76 @@ def _wrap(text: str) -> str:
     return _squeezed(_wrapped_lines(text))
 
 
-def _wrap_page(text: str, mark: str) -> tuple[str, ...]:
-    """``_wrap(text)`` in pieces, but each line holding ``mark`` is left whole, to fill in.
+@dataclass(frozen=True)
+class _PostLines:
+    """A post's text part, wrapped and squeezed once for every page that holds it.
 
-    The odd pieces are those lines (without their line end). Filled in and wrapped with
-    ``_wrapped``, they give what ``_wrap`` gives the filled-in text: they are not empty either
-    way, so the blank lines squeezed around them are the same.
+    ``lines`` without the line ends it starts and ends with, which are counted apart: the page
+    squeezes them together with its own blank lines around the post (see ``_wrap_page``).
+    """
+
+    lead: int
+    lines: str
+    trail: int
+
+    @classmethod
+    def of(cls, text: str) -> _PostLines | str:
+        """``text`` wrapped; the text as it is when it cannot be wrapped apart from its page.
+
+        That takes whole lines (it starts and ends with a line end) broken only at "\\n":
+        a text broken elsewhere too is wrapped line by line as ``str.splitlines`` cuts it, and
+        those cuts can join with the page's.
+        """
+        if not (text.startswith("\n") and text.endswith("\n")) or any(
+            brk in text for brk in _OTHER_BREAKS
+        ):
+            return text
+        wrapped = _wrapped_lines(text)
+        lines = wrapped.strip("\n")
+        if not lines:
+            return text
+        while "\n\n\n" in lines:
+            lines = lines.replace("\n\n\n", "\n\n")
+        lead = len(wrapped) - len(wrapped.lstrip("\n"))
+        return cls(lead, lines, len(wrapped) - len(wrapped.rstrip("\n")))
+
+
+def _wrap_page(
+    text: str, mark: str, posts: Sequence[str] = ()
+) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """``_wrap(text)`` in pieces, with the indexes of the lines holding a personal link.
+
+    A line that is only ``mark``, a number and ``mark`` is where the post of that number in
+    ``posts`` goes (``_PostLines.lines``): a piece of its own. Lines wrap one by one, and a run
+    of blank lines squeezes to one whatever side of the post its line ends are on, so this is
+    ``_wrap`` of the text with the posts in place.
+
+    Any other line holding ``mark`` is left whole, a piece of its own (without its line end) to
+    fill in: filled in and wrapped with ``_wrapped``, it gives what ``_wrap`` gives the
+    filled-in text. It is not empty either way, so the blank lines squeezed around it are the
+    same.
     """
     squeezed = _squeezed(_wrapped_lines(text, keep=mark))
-    pieces = []
+    pieces: list[str] = []
+    personal: list[int] = []
     start = 0  # where the current shared piece starts
     found = squeezed.find(mark)
     while found != -1:
         line_start = squeezed.rfind("\n", 0, found) + 1
         line_end = squeezed.find("\n", found)
         line_end = len(squeezed) if line_end == -1 else line_end
-        pieces += [squeezed[start:line_start], squeezed[line_start:line_end]]
+        line = squeezed[line_start:line_end]
+        pieces.append(squeezed[start:line_start])
+        number = line.removeprefix(mark).removesuffix(mark)
+        if number.isdecimal() and line == f"{mark}{number}{mark}":
+            pieces.append(posts[int(number)])
+        else:
+            personal.append(len(pieces))
+            pieces.append(line)
         start = line_end
         found = squeezed.find(mark, line_end)  # a second mark on the line is in it already
     pieces.append(squeezed[start:])
-    return tuple(pieces)
+    return tuple(pieces), tuple(personal)
 
 
 # What str.splitlines breaks at besides "\n"; a text holding any goes line by line. Looked for

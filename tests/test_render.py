@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import email
 import email.policy
-import itertools
 import re
 from dataclasses import replace
 from datetime import datetime
@@ -34,6 +33,7 @@ from digest.render import (
     MAX_THUMBNAILS,
     RenderedMail,
     Renderer,
+    _PostLines,
     _textwrap_line,
     _wrap,
     _wrap_page,
@@ -366,6 +366,7 @@ def test_a_group_named_text_gets_its_post_as_text_in_the_text_part(renderer: Ren
     content = make_content(post_section(make_post(title="Schoolreis"), name="text"))
     mail = render(renderer, content)
     assert "Schoolreis" in mail.text and "<" not in mail.text
+    assert mail.text == renderer.reference_text(content, now=NOW)
     assert "<table" in mail.html
 
 
@@ -528,12 +529,41 @@ def test_a_page_wrapped_with_its_personal_lines_left_whole_wraps_as_the_filled_t
     lines: list[str], url: str
 ) -> None:
     text = "\n".join(lines)
-    pieces = _wrap_page(text, _MARK)
+    pieces, personal = _wrap_page(text, _MARK)
     filled = "".join(
-        "\n".join(_wrapped(piece.replace(_MARK, url))) if odd else piece
-        for odd, piece in zip(itertools.cycle((False, True)), pieces, strict=False)
+        "\n".join(_wrapped(piece.replace(_MARK, url))) if index in personal else piece
+        for index, piece in enumerate(pieces)
     )
     assert filled == _wrap(text.replace(_MARK, url))
+
+
+_TEXT = _LINES.map(lambda lines: "\n".join(lines).replace(_MARK, "m"))
+_POST = st.tuples(
+    st.integers(0, 3),
+    st.lists(st.one_of(_TEXT, st.just(""), st.just("a\u2028b")), max_size=4),
+    st.integers(0, 3),
+).map(lambda post: "\n" * post[0] + "\n".join(post[1]) + "\n" * post[2])
+
+
+@given(st.lists(st.tuples(_TEXT, _POST), max_size=4), _TEXT)
+@example([("Groep 5\n=======", "\n\nTitel\n-----\n\n\n\nTekst\n\n")], "-- ")
+def test_a_page_wrapped_around_its_posts_wraps_as_the_text_with_the_posts_in_place(
+    parts: list[tuple[str, str]], end: str
+) -> None:
+    # Each post's text is wrapped once for every page that holds it; the page around it.
+    posts: list[str] = []
+    page = []
+    for frame, post in parts:
+        lines = _PostLines.of(post)
+        if isinstance(lines, str):  # not on whole lines, or broken at more than "\n"
+            page += [frame, lines]
+        else:
+            posts.append(lines.lines)
+            number = len(posts) - 1
+            page += [frame, "\n" * lines.lead + f"{_MARK}{number}{_MARK}" + "\n" * lines.trail]
+    pieces, personal = _wrap_page("".join(page) + end, _MARK, posts)
+    assert personal == ()
+    assert "".join(pieces) == _wrap("".join(frame + post for frame, post in parts) + end)
 
 
 def test_teacher_html_to_text() -> None:

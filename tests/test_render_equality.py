@@ -5,6 +5,9 @@
 week and on generated weeks: same elements, attributes (styles included) and text, once
 whitespace runs are collapsed and character references decoded (Jinja writes ``&#39;`` where
 the HTML serialiser of css-inline writes ``'``; a browser reads both as the same character).
+
+The text part, which ``render`` puts together from a page and its posts each wrapped once, must
+equal ``Renderer.reference_text``, the text rendered whole and wrapped at once, exactly.
 """
 
 from __future__ import annotations
@@ -71,7 +74,11 @@ def canonical(html: str) -> list[str]:
 
 
 def assert_same(renderer: Renderer, content: MailContent, now: datetime) -> None:
-    fast = renderer.render(content, now=now).html
+    mail = renderer.render(content, now=now)
+    # The text part: each post's lines wrapped once for all its pages, against the whole text
+    # wrapped at once; to the character.
+    assert mail.text == renderer.reference_text(content, now=now), content.address
+    fast = mail.html
     reference = renderer.reference_html(content, now=now)
     fast_items, reference_items = canonical(fast), canonical(reference)
     if fast_items != reference_items:
