@@ -96,10 +96,12 @@ def _week(school: School, week: str, edition_id: int | None, session: Session) -
             day = date.fromisoformat(week)
         except ValueError:
             raise HTTPException(400, "The week is a date like 2026-11-27.") from None
+        start = datetime.combine(day, time(0), tzinfo=zone).astimezone(UTC)
     else:
-        day = utcnow().astimezone(zone).date()
-    start = datetime.combine(day, time(0), tzinfo=zone).astimezone(UTC)
-    # The edition whose period holds that day: the first cutoff from its start on.
+        # The edition a post published now goes into: on the cutoff's day, after the cutoff,
+        # that is next week's, not the one just planned (which ``week`` or ``edition`` shows).
+        start = utcnow()
+    # The edition whose period holds that moment: the first cutoff from it on.
     return next_cutoff(
         start - timedelta(seconds=1),
         weekday=school.digest_weekday,
