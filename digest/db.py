@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -11,7 +11,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, Table, create_engine, event, insert
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -38,6 +38,37 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     """Sessions that keep loaded objects usable after commit."""
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def insert_rows(session: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert ``rows`` (each with the same keys, column names) in the session's transaction.
+
+    On PostgreSQL by ``COPY``: one stream, where an insert is a statement per row for the
+    server to parse and run (planning writes a row per guardian: 10,000 took 1.3 s of a 2.1 s
+    plan). The values go through each column type's bind processing, as an insert's would.
+    Elsewhere (SQLite, in the process) an executemany insert.
+    """
+    if not rows:
+        return
+    connection = session.connection()
+    dialect = connection.dialect
+    if dialect.name != "postgresql":
+        session.execute(insert(table), rows)
+        return
+    names = list(rows[0])
+    processors = [table.c[name].type.bind_processor(dialect) for name in names]
+    quote = dialect.identifier_preparer.quote
+    statement = f"COPY {quote(table.name)} ({', '.join(map(quote, names))}) FROM STDIN"
+    driver = connection.connection.driver_connection
+    assert driver is not None
+    with driver.cursor() as cursor, cursor.copy(statement) as copy:
+        for row in rows:
+            copy.write_row(
+                [
+                    row[name] if process is None else process(row[name])
+                    for name, process in zip(names, processors, strict=True)
+                ]
+            )
 
 
 @contextmanager

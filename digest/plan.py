@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Select, and_, case, exists, func, insert, literal, select, union
 from sqlalchemy.orm import Session
 
+from digest.db import insert_rows
 from digest.errors import DigestError, UnknownSchool
 from digest.models import (
     Base,
@@ -478,10 +479,9 @@ def _write_decision(
                         "preference": decision.preferences[guardian_id],
                     }
                 )
-    if recipients:
-        # The table's insert, not the ORM's bulk insert, which splits the rows by which values
-        # are None (skipped: no delivery; queued: no reason) into two statements.
-        session.execute(insert(Base.metadata.tables["recipients"]), recipients)
+    # The table's rows, not the ORM's bulk insert, which splits the rows by which values are
+    # None (skipped: no delivery; queued: no reason) into two statements.
+    insert_rows(session, Base.metadata.tables["recipients"], recipients)
 
 
 def decision_counts(decision: PlanDecision) -> dict[str, int]:
