@@ -44,8 +44,9 @@ def insert_rows(session: Session, table: Table, rows: Sequence[Mapping[str, Any]
     """Insert ``rows`` (each with the same keys, column names) in the session's transaction.
 
     On PostgreSQL by ``COPY``: one stream, where an insert is a statement per row for the
-    server to parse and run (planning writes a row per guardian: 10,000 took 1.3 s of a 2.1 s
-    plan). The values go through each column type's bind processing, as an insert's would.
+    server to parse and run (planning writes a row per guardian: writing a plan of 10,000 took
+    1.3 s of a 2.1 s plan, 0.8 s of 1.5 s by COPY). The values go through each column type's
+    bind processing, as an insert's would.
     Elsewhere (SQLite, in the process) an executemany insert.
     """
     if not rows:
