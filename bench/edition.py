@@ -13,11 +13,12 @@ the newsletter):
    deliverer: 8 SMTP connections) to the sink; the clock starts when planning starts, after the
    process, its imports and its renderer are up. It reports its peak RSS (``ru_maxrss``) and the
    database round trips of planning (a SQLAlchemy ``before_cursor_execute`` count);
-4. the same number of pre-built messages (newsletters of the same board, rendered beforehand)
-   sent by the standard library's smtplib over 8 connections (threads) to a fresh sink: the raw
-   throughput the edition is compared with. It is measured just before the edition and just
-   after it, and the edition is compared with their mean: this machine's speed drifts by a fifth
-   over minutes.
+4. the same number of pre-built messages (the same board's newsletters, those of its first 25
+   schools, rendered beforehand) sent by the standard library's smtplib over 8 connections
+   (threads) to a fresh sink: the raw throughput the edition is compared with. The sink's work
+   grows with a message's lines, so the table shows the KB and lines a mail of both. Raw is
+   measured just before the edition and just after it, and the edition is compared with their
+   mean: this machine's speed drifts by a fifth over minutes.
 
 Newsletters/s are the sink's count over (its last 250 − the start). The targets: edition ≥ 0.6 of
 raw; peak RSS ≤ 300 MB and at 100,000 guardians ≤ 1.2× that at 10,000; ≤ 20 round trips per
@@ -51,6 +52,7 @@ BENCH = REPO / "bench"
 sys.path[:0] = [str(REPO), str(BENCH)]
 PYTHON = sys.executable
 PER_SCHOOL = 400
+RAW_SCHOOLS = 25  # whose newsletters raw smtplib sends (child_raw)
 PG_ADMIN = os.environ.get("DIGEST_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
@@ -68,14 +70,19 @@ def child_import(url: str, guardians: int, seed: int) -> None:
     upgrade(engine)
     sessions = session_factory(engine)
     document = board(max(1, guardians // PER_SCHOOL), guardians, seed=seed)
-    keys = ("groups", "children", "guardians", "posts")
     for school in document["schools"]:
-        part = {"version": 1, "schools": [school]}
-        for key in keys:
-            part[key] = [item for item in document[key] if item["id"].startswith(school["id"])]
         with sessions() as session, session.begin():
-            import_document(session, part, now=CUTOFF)
+            import_document(session, schools_part(document, [school]), now=CUTOFF)
     engine.dispose()
+
+
+def schools_part(document: dict[str, Any], schools: list[dict[str, Any]]) -> dict[str, Any]:
+    """The part of a generated board that holds ``schools`` (ids are prefixed by the school's)."""
+    prefixes = tuple(school["id"] for school in schools)
+    part: dict[str, Any] = {"version": 1, "schools": schools}
+    for key in ("groups", "children", "guardians", "posts"):
+        part[key] = [item for item in document[key] if item["id"].startswith(prefixes)]
+    return part
 
 
 def bench_settings(url: str, port: int) -> Any:
@@ -223,8 +230,13 @@ def child_edition(url: str, port: int, workers: int) -> dict[str, Any]:
     }
 
 
-def child_raw(port: int, count: int, seed: int, connections: int) -> dict[str, Any]:
-    """Send ``count`` pre-built newsletters of a board like the edition's over ``connections``."""
+def child_raw(port: int, count: int, seed: int, connections: int, guardians: int) -> dict[str, Any]:
+    """Send ``count`` pre-built newsletters of the edition's board over ``connections``.
+
+    The sink's work grows with a message's lines, so raw sends the edition's own newsletters:
+    those of the board's first ``RAW_SCHOOLS`` schools (all of a 10,000-guardian board; a tenth
+    of a 100,000 one, whose schools are drawn alike), in order, round again if ``count`` is more.
+    """
     from generate import CUTOFF, board, mail_contents
 
     from digest.render import Renderer
@@ -232,9 +244,11 @@ def child_raw(port: int, count: int, seed: int, connections: int) -> dict[str, A
 
     settings = Settings(mail_from="nieuwsbrief@bench.example")
     renderer = Renderer(settings)
-    mails = mail_contents(board(2, 2 * PER_SCHOOL, seed=seed), settings)
-    built = [renderer.render(content, now=CUTOFF).data for content in mails]
+    document = board(max(1, guardians // PER_SCHOOL), guardians, seed=seed)
+    part = schools_part(document, document["schools"][:RAW_SCHOOLS])
+    built = [renderer.render(content, now=CUTOFF).data for content in mail_contents(part, settings)]
     queue = [(f"raw{n:06d}@ouders.example", built[n % len(built)]) for n in range(count)]
+    queue.reverse()  # popped from the end: sent in the board's order
     lock = threading.Lock()
 
     def sender() -> None:
@@ -317,13 +331,15 @@ def run_child(*args: str) -> dict[str, Any]:
     return json.loads(lines[-1]) if lines else {}
 
 
-def raw_throughput(folder: Path, count: int, seed: int) -> dict[str, float]:
-    """smtplib's rate over 8 connections to a fresh sink, and the sink's CPU per message."""
+def raw_throughput(folder: Path, count: int, seed: int, guardians: int) -> dict[str, float]:
+    """smtplib's rate over 8 connections to a fresh sink, the sink's CPU and bytes per message."""
     with sink(folder, "--count-only") as (port, stats):
-        raw = run_child("_raw", str(port), str(count), str(seed), "8")
+        raw = run_child("_raw", str(port), str(count), str(seed), "8", str(guardians))
     return {
         "rate": stats["count"] / max(stats["last"] - raw["started"], 1e-9),
         "sink_cpu_ms": 1000 * stats.get("cpu", 0.0) / max(stats["count"], 1),
+        "kb": stats.get("bytes", 0) / 1000 / max(stats["count"], 1),
+        "lines": stats.get("lines", 0) / max(stats["count"], 1),
     }
 
 
@@ -338,10 +354,10 @@ def one_run(
             imported = time.perf_counter() - started
             # Raw just before and just after the edition: this machine's speed drifts by a
             # fifth over minutes, so the edition is compared with the mean of the two.
-            before = raw_throughput(folder, max(1_000, guardians // 6), seed)
+            before = raw_throughput(folder, max(1_000, guardians // 6), seed, guardians)
             with sink(folder, "--count-only") as (port, stats):
                 edition = run_child("_edition", url, str(port), str(workers))
-            after = raw_throughput(folder, stats["count"], seed)
+            after = raw_throughput(folder, stats["count"], seed, guardians)
     rate = stats["count"] / max(stats["last"] - edition["started"], 1e-9)
     raw_rate = (before["rate"] + after["rate"]) / 2
     per_thousand = 1000 * edition["round_trips"] / max(edition["planned"], 1)
@@ -367,6 +383,11 @@ def one_run(
         "edition_cpu_ms": 1000 * edition["cpu_seconds"] / max(stats["count"], 1),
         "sink_cpu_ms": 1000 * stats.get("cpu", 0.0) / max(stats["count"], 1),
         "raw_sink_cpu_ms": after["sink_cpu_ms"],
+        # What the sink was sent, per mail: the edition's and raw's (after) should match.
+        "kb": stats.get("bytes", 0) / 1000 / max(stats["count"], 1),
+        "lines": stats.get("lines", 0) / max(stats["count"], 1),
+        "raw_kb": after["kb"],
+        "raw_lines": after["lines"],
         "round_trips": edition["round_trips"],
         "per_1000": per_thousand,
     }
@@ -384,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
         child_helper(argv[1], int(argv[2]), datetime.fromisoformat(argv[3]))
         return 0
     if argv and argv[0] == "_raw":
-        result = child_raw(int(argv[1]), int(argv[2]), int(argv[3]), int(argv[4]))
+        result = child_raw(int(argv[1]), int(argv[2]), int(argv[3]), int(argv[4]), int(argv[5]))
         print(json.dumps(result), flush=True)
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
@@ -409,10 +430,9 @@ def main(argv: list[str] | None = None) -> int:
     print(
         "| backend | guardians | processes | schools | mails sent | plan s | deliver s | "
         "newsletters/s | raw smtplib/s (before, after) | ratio | CPU ms/mail, edition + sink | "
-        "peak RSS MB | "
-        "round trips | per 1,000 planned |"
+        "KB, lines a mail: edition, raw | peak RSS MB | round trips | per 1,000 planned |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
     results = []
     for backend in backends:
         for size, workers in itertools.product(args.sizes, args.workers):
@@ -430,7 +450,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r['plan_s']:.1f} | "
                 f"{r['deliver_s']:.1f} | {r['rate']:.0f} | "
                 f"{r['raw_rate']:.0f} ({r['raw_before']:.0f}, {r['raw_after']:.0f}) | "
-                f"{r['ratio']:.2f} | {cpu} | {rss} | {r['round_trips']} | "
+                f"{r['ratio']:.2f} | {cpu} | "
+                f"{r['kb']:.1f}, {r['lines']:.0f}; {r['raw_kb']:.1f}, {r['raw_lines']:.0f} | "
+                f"{rss} | {r['round_trips']} | "
                 f"{r['per_1000']:.1f} |",
                 flush=True,
             )

@@ -14,8 +14,9 @@ converse may fail (the worker can die between our 250 and its own record), which
 the duplicate the benchmark measures. SIGTERM or SIGINT stops it after the open dialogues.
 
 ``--count-only`` (bench/edition.py) logs nothing: on SIGTERM it prints one line
-``stats {"count": n, "first": t0, "last": t1, "cpu": s}`` (epoch seconds of the first and last
-250; CPU seconds from listening to the last 250).
+``stats {"count": n, "bytes": b, "lines": l, "first": t0, "last": t1, "cpu": s}`` (the accepted
+messages' bytes and lines in all; epoch seconds of the first and last 250; CPU seconds from
+listening to the last 250).
 ``--delay-ms`` answers each message that much later, as a distant relay would (bench/scale_out.py).
 """
 
@@ -57,6 +58,7 @@ class RecordingHandler:
         self.first = 0.0
         self.last = 0.0
         self.cpu_start = self.cpu_last = 0.0
+        self.bytes = self.lines = 0  # of the accepted messages, as they came in
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         if self.delay:
@@ -67,6 +69,9 @@ class RecordingHandler:
             self.log.write("".join(f"{rcpt.lower()}\t{message_id}\n" for rcpt in envelope.rcpt_tos))
             self.log.flush()
         self.accepted += 1
+        content = envelope.original_content or b""
+        self.bytes += len(content)
+        self.lines += content.count(b"\n")
         self.last = time.time()
         self.cpu_last = time.process_time()
         if self.accepted == 1:
@@ -118,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     handler = asyncio.run(serve(args.log, args.port_file, delay=args.delay_ms / 1000))
     stats = {
         "count": handler.accepted,
+        "bytes": handler.bytes,
+        "lines": handler.lines,
         "first": handler.first,
         "last": handler.last,
         "cpu": max(0.0, handler.cpu_last - handler.cpu_start),  # seconds, until the last 250
