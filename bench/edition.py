@@ -20,6 +20,11 @@ the newsletter):
    measured just before the edition and just after it, and the edition is compared with their
    mean: this machine's speed drifts by a fifth over minutes.
 
+Over the edition the child also reads the whole machine's busy CPU (Linux's ``/proc/stat``: every
+process, the sink's, the helpers' and PostgreSQL's included) and PostgreSQL's backends' own: per
+mail, and the rate the machine's cores would cap that at (cores ÷ CPU per mail, as a ratio to
+raw). An edition below 0.6 with a cap above it waits, rather than runs out of CPU.
+
 Newsletters/s are the sink's count over (its last 250 − the start). The targets: edition ≥ 0.6 of
 raw; peak RSS ≤ 300 MB and at 100,000 guardians ≤ 1.2× that at 10,000; ≤ 20 round trips per
 1,000 recipients planned.
@@ -138,6 +143,33 @@ def wait_for_heartbeats(sessions: Any, helpers: list[subprocess.Popen[bytes]]) -
         time.sleep(0.2)
 
 
+def machine_busy_seconds() -> float | None:
+    """CPU seconds every core of the machine has spent not idle since boot (Linux's /proc/stat)."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    except OSError:
+        return None
+    # cpu user nice system idle iowait irq softirq steal ...: all but idle and iowait are busy.
+    ticks = [int(value) for value in fields[1:9]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def processes_cpu_seconds(name: str) -> float | None:
+    """CPU seconds (user + system) of the running processes called ``name``, e.g. PostgreSQL's."""
+    total, seen = 0.0, False
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # ended while we looked
+            continue
+        if text[text.index("(") + 1 : text.rindex(")")] != name:
+            continue
+        fields = text[text.rindex(")") + 2 :].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        seen = True
+    return total if seen else None
+
+
 def open_rows(sessions: Any) -> int:
     from sqlalchemy import func, select
 
@@ -186,6 +218,8 @@ def child_edition(url: str, port: int, workers: int) -> dict[str, Any]:
 
     started = time.time()
     cpu_started = time.process_time()
+    machine_started = machine_busy_seconds()
+    database_started = processes_cpu_seconds("postgres") if url.startswith("postgres") else None
     event.listen(engine, "before_cursor_execute", count)
     planned = 0
     for school_id in schools:
@@ -207,6 +241,8 @@ def child_edition(url: str, port: int, workers: int) -> dict[str, Any]:
         time.sleep(0.05)
     deliver_seconds = time.time() - started - plan_seconds
     cpu_seconds = time.process_time() - cpu_started
+    machine_ended = machine_busy_seconds()
+    database_ended = processes_cpu_seconds("postgres") if database_started is not None else None
     for helper in helpers:
         helper.send_signal(signal.SIGTERM)
     for helper in helpers:
@@ -223,6 +259,14 @@ def child_edition(url: str, port: int, workers: int) -> dict[str, Any]:
         "counts": counts,
         "rss_mb": own,
         "cpu_seconds": cpu_seconds,  # this process's, from the start; helpers not counted
+        # Every core's busy time over the same span (all processes: sink, helpers, database),
+        # and PostgreSQL's backends' (those alive at the end: a backend's CPU goes with it).
+        "machine_cpu_seconds": machine_ended - machine_started
+        if machine_started is not None and machine_ended is not None
+        else None,
+        "database_cpu_seconds": database_ended - database_started
+        if database_started is not None and database_ended is not None
+        else None,
         # The helpers' largest (the kernel keeps the peak of the waited-for children).
         "helper_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         if helpers
@@ -360,6 +404,8 @@ def one_run(
             after = raw_throughput(folder, stats["count"], seed, guardians)
     rate = stats["count"] / max(stats["last"] - edition["started"], 1e-9)
     raw_rate = (before["rate"] + after["rate"]) / 2
+    machine = edition["machine_cpu_seconds"]
+    bound = (os.cpu_count() or 1) * stats["count"] / machine if machine else None
     per_thousand = 1000 * edition["round_trips"] / max(edition["planned"], 1)
     return {
         "backend": backend,
@@ -377,12 +423,23 @@ def one_run(
         "raw_before": before["rate"],
         "raw_after": after["rate"],
         "ratio": rate / raw_rate,
+        "cpu_bound_rate": bound,
+        "cpu_bound_ratio": bound / raw_rate if bound else None,
         "rss_mb": edition["rss_mb"],
         "helper_rss_mb": edition["helper_rss_mb"],
         # CPU per mail: the planning process (alone it does all the work) and the sink.
         "edition_cpu_ms": 1000 * edition["cpu_seconds"] / max(stats["count"], 1),
         "sink_cpu_ms": 1000 * stats.get("cpu", 0.0) / max(stats["count"], 1),
         "raw_sink_cpu_ms": after["sink_cpu_ms"],
+        # The whole machine's CPU per mail, and the rate its cores would cap that at: the most
+        # this code could reach here if it never waited (None off Linux).
+        "machine_cpu_ms": None
+        if edition["machine_cpu_seconds"] is None
+        else 1000 * edition["machine_cpu_seconds"] / max(stats["count"], 1),
+        "database_cpu_ms": None
+        if edition["database_cpu_seconds"] is None
+        else 1000 * edition["database_cpu_seconds"] / max(stats["count"], 1),
+        "cores": os.cpu_count() or 1,
         # What the sink was sent, per mail: the edition's and raw's (after) should match.
         "kb": stats.get("bytes", 0) / 1000 / max(stats["count"], 1),
         "lines": stats.get("lines", 0) / max(stats["count"], 1),
@@ -430,9 +487,10 @@ def main(argv: list[str] | None = None) -> int:
     print(
         "| backend | guardians | processes | schools | mails sent | plan s | deliver s | "
         "newsletters/s | raw smtplib/s (before, after) | ratio | CPU ms/mail, edition + sink | "
+        "machine CPU ms/mail (database) | cores' bound: /s, ratio | "
         "KB, lines a mail: edition, raw | peak RSS MB | round trips | per 1,000 planned |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
     results = []
     for backend in backends:
         for size, workers in itertools.product(args.sizes, args.workers):
@@ -443,6 +501,12 @@ def main(argv: list[str] | None = None) -> int:
             if workers > 1:  # the helpers' CPU is not counted: only the sink's is meaningful
                 cpu = f"– + {r['sink_cpu_ms']:.1f}"
             cpu += f" (raw: sink {r['raw_sink_cpu_ms']:.1f})"
+            machine, bound = "–", "–"
+            if r["machine_cpu_ms"] is not None:
+                machine = f"{r['machine_cpu_ms']:.1f}"
+                if r["database_cpu_ms"] is not None:
+                    machine += f" ({r['database_cpu_ms']:.1f})"
+                bound = f"{r['cpu_bound_rate']:.0f}, {r['cpu_bound_ratio']:.2f}"
             if r["helper_rss_mb"]:
                 rss += f" (+{r['helper_rss_mb']:.0f} each)"
             print(
@@ -450,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r['plan_s']:.1f} | "
                 f"{r['deliver_s']:.1f} | {r['rate']:.0f} | "
                 f"{r['raw_rate']:.0f} ({r['raw_before']:.0f}, {r['raw_after']:.0f}) | "
-                f"{r['ratio']:.2f} | {cpu} | "
+                f"{r['ratio']:.2f} | {cpu} | {machine} | {bound} | "
                 f"{r['kb']:.1f}, {r['lines']:.0f}; {r['raw_kb']:.1f}, {r['raw_lines']:.0f} | "
                 f"{rss} | {r['round_trips']} | "
                 f"{r['per_1000']:.1f} |",
