@@ -240,6 +240,15 @@ def _open_rows(engine: Engine) -> int:
     return int(count or 0)
 
 
+def _has_beaten(engine: Engine, pid: int) -> bool:
+    """Whether the worker with this process id has written its heartbeat (``role:host:pid``)."""
+    with engine.connect() as conn:
+        found = conn.execute(
+            text("SELECT count(*) FROM heartbeats WHERE id LIKE :id"), {"id": f"worker:%:{pid}"}
+        ).scalar()
+    return bool(found)
+
+
 # --- one run ----------------------------------------------------------------------------------
 
 
@@ -302,7 +311,9 @@ def _restart(
         try:
             while True:
                 open_rows = _open_rows(engine)
-                if open_rows == 0:
+                # Stopped once it is up: a SIGTERM while Python still imports is no shutdown
+                # (the kill may come after the last send, leaving the restart nothing to do).
+                if open_rows == 0 and _has_beaten(engine, worker.pid):
                     break
                 if worker.poll() is not None:
                     result.problems.append(f"restarted worker exited {worker.returncode} early")
