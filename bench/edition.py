@@ -514,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r['plan_s']:.1f} | "
                 f"{r['deliver_s']:.1f} | {r['rate']:.0f} | "
                 f"{r['raw_rate']:.0f} ({r['raw_before']:.0f}, {r['raw_after']:.0f}) | "
-                f"{r['ratio']:.2f} | {cpu} | {machine} | {bound} | "
+                f"{r['ratio']:.3f} | {cpu} | {machine} | {bound} | "
                 f"{r['kb']:.1f}, {r['lines']:.0f}; {r['raw_kb']:.1f}, {r['raw_lines']:.0f} | "
                 f"{rss} | {r['round_trips']} | "
                 f"{r['per_1000']:.1f} |",
