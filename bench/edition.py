@@ -170,6 +170,16 @@ def processes_cpu_seconds(name: str) -> float | None:
     return total if seen else None
 
 
+def spent(start: float | None, end: float | None) -> float | None:
+    """``end - start``, or None when either reading was not to be had."""
+    return None if start is None or end is None else end - start
+
+
+def per_mail(total: float | None, mails: int, scale: float = 1.0) -> float | None:
+    """``total`` per mail (times ``scale``), None stays None."""
+    return None if total is None else scale * total / max(mails, 1)
+
+
 def open_rows(sessions: Any) -> int:
     from sqlalchemy import func, select
 
@@ -261,12 +271,8 @@ def child_edition(url: str, port: int, workers: int) -> dict[str, Any]:
         "cpu_seconds": cpu_seconds,  # this process's, from the start; helpers not counted
         # Every core's busy time over the same span (all processes: sink, helpers, database),
         # and PostgreSQL's backends' (those alive at the end: a backend's CPU goes with it).
-        "machine_cpu_seconds": machine_ended - machine_started
-        if machine_started is not None and machine_ended is not None
-        else None,
-        "database_cpu_seconds": database_ended - database_started
-        if database_started is not None and database_ended is not None
-        else None,
+        "machine_cpu_seconds": spent(machine_started, machine_ended),
+        "database_cpu_seconds": spent(database_started, database_ended),
         # The helpers' largest (the kernel keeps the peak of the waited-for children).
         "helper_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         if helpers
@@ -375,15 +381,15 @@ def run_child(*args: str) -> dict[str, Any]:
     return json.loads(lines[-1]) if lines else {}
 
 
-def raw_throughput(folder: Path, count: int, seed: int, guardians: int) -> dict[str, float]:
+def raw_throughput(folder: Path, count: int, seed: int, guardians: int) -> dict[str, Any]:
     """smtplib's rate over 8 connections to a fresh sink, the sink's CPU and bytes per message."""
     with sink(folder, "--count-only") as (port, stats):
         raw = run_child("_raw", str(port), str(count), str(seed), "8", str(guardians))
     return {
         "rate": stats["count"] / max(stats["last"] - raw["started"], 1e-9),
-        "sink_cpu_ms": 1000 * stats.get("cpu", 0.0) / max(stats["count"], 1),
-        "kb": stats.get("bytes", 0) / 1000 / max(stats["count"], 1),
-        "lines": stats.get("lines", 0) / max(stats["count"], 1),
+        "sink_cpu_ms": per_mail(stats.get("cpu", 0.0), stats["count"], 1000),
+        "kb": per_mail(stats.get("bytes", 0), stats["count"], 1 / 1000),
+        "lines": per_mail(stats.get("lines", 0), stats["count"]),
     }
 
 
@@ -428,21 +434,16 @@ def one_run(
         "rss_mb": edition["rss_mb"],
         "helper_rss_mb": edition["helper_rss_mb"],
         # CPU per mail: the planning process (alone it does all the work) and the sink.
-        "edition_cpu_ms": 1000 * edition["cpu_seconds"] / max(stats["count"], 1),
-        "sink_cpu_ms": 1000 * stats.get("cpu", 0.0) / max(stats["count"], 1),
+        "edition_cpu_ms": per_mail(edition["cpu_seconds"], stats["count"], 1000),
+        "sink_cpu_ms": per_mail(stats.get("cpu", 0.0), stats["count"], 1000),
         "raw_sink_cpu_ms": after["sink_cpu_ms"],
-        # The whole machine's CPU per mail, and the rate its cores would cap that at: the most
-        # this code could reach here if it never waited (None off Linux).
-        "machine_cpu_ms": None
-        if edition["machine_cpu_seconds"] is None
-        else 1000 * edition["machine_cpu_seconds"] / max(stats["count"], 1),
-        "database_cpu_ms": None
-        if edition["database_cpu_seconds"] is None
-        else 1000 * edition["database_cpu_seconds"] / max(stats["count"], 1),
-        "cores": os.cpu_count() or 1,
+        # The whole machine's CPU per mail (None off Linux); the bound above is the rate its
+        # cores would cap that at: the most this code could reach here if it never waited.
+        "machine_cpu_ms": per_mail(edition["machine_cpu_seconds"], stats["count"], 1000),
+        "database_cpu_ms": per_mail(edition["database_cpu_seconds"], stats["count"], 1000),
         # What the sink was sent, per mail: the edition's and raw's (after) should match.
-        "kb": stats.get("bytes", 0) / 1000 / max(stats["count"], 1),
-        "lines": stats.get("lines", 0) / max(stats["count"], 1),
+        "kb": per_mail(stats.get("bytes", 0), stats["count"], 1 / 1000),
+        "lines": per_mail(stats.get("lines", 0), stats["count"]),
         "raw_kb": after["kb"],
         "raw_lines": after["lines"],
         "round_trips": edition["round_trips"],
