@@ -17,7 +17,13 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from digest import __version__
-from digest.db import make_engine, pending_migrations, session_factory, upgrade
+from digest.db import (
+    make_engine,
+    pending_migrations,
+    session_factory,
+    upgrade,
+    warn_without_statistics,
+)
 from digest.errors import ConfigError, DigestError
 from digest.settings import Settings, load_settings
 
@@ -580,6 +586,7 @@ def worker(app: App, once: bool, at_text: str | None, poll: float, school_id: st
         raise click.UsageError("--at needs --once (a running worker sends at the current time)")
     at = resolve_at(at_text, DEFAULT_ZONE) if at_text else None
     sessions = app.sessions  # the schema check, before the loop starts
+    warn_without_statistics(app.engine)
     report = asyncio.run(
         run_worker(sessions, app.settings, once=once, at=at, poll=poll, school_id=school_id)
     )
@@ -751,6 +758,7 @@ def scheduler_(app: App, show: bool, no_worker: bool) -> None:
         for run in runs:
             click.echo(format_run(run))
         return
+    warn_without_statistics(app.engine)
     asyncio.run(serve(app.engine, sessions, app.settings, worker=not no_worker))
     click.echo("scheduler stopped")
 

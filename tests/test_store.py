@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from digest.db import pending_migrations
 from digest.models import Base, School, Suppression
@@ -54,3 +58,42 @@ def test_school_defaults_are_friday_1600_amsterdam(sessions):
         "16:00",
         "Europe/Amsterdam",
     )
+
+
+def test_a_worker_says_at_start_when_postgresql_would_plan_without_statistics(engine, tmp_path):
+    """Autovacuum off for the outbox: PostgreSQL guesses its size and reads it whole per batch."""
+    url = engine.url.render_as_string(hide_password=False)
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
+    environment |= {
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+        "DIGEST_DATABASE_URL": url,
+        "DIGEST_MAIL_URL": f"maildir://{tmp_path / 'outbox'}",
+    }
+
+    def worker_says() -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "digest", "worker", "--once"],
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stderr
+
+    if engine.dialect.name == "sqlite":
+        assert "autovacuum" not in worker_says()  # nothing to plan with: SQLite has no such thing
+        return
+    with engine.begin() as conn:
+        conn.execute(text("ALTER TABLE recipients SET (autovacuum_enabled = off)"))
+    try:
+        said = worker_says()
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text("ALTER TABLE recipients RESET (autovacuum_enabled)"))
+    warning = [line for line in said.splitlines() if "autovacuum" in line]
+    assert len(warning) == 1, said
+    assert "for table(s) recipients (autovacuum_enabled = off)" in warning[0]
+    assert "WARNING" in warning[0] or '"warning"' in warning[0].lower()
+    # Once it is back on, the table is no longer named (the server's own setting may still be).
+    assert "recipients" not in worker_says()
