@@ -25,6 +25,10 @@ process, the sink's, the helpers' and PostgreSQL's included) and PostgreSQL's ba
 mail, and the rate the machine's cores would cap that at (cores ÷ CPU per mail, as a ratio to
 raw). An edition below 0.6 with a cap above it waits, rather than runs out of CPU.
 
+On PostgreSQL the bench's database gets statistics as a deployment's does: where the server runs
+without autovacuum (this machine's), a thread applies autovacuum's rule for ANALYZE to it every
+second (``Autoanalyze``).
+
 Newsletters/s are the sink's count over (its last 250 − the start). The targets: edition ≥ 0.6 of
 raw; peak RSS ≤ 300 MB and at 100,000 guardians ≤ 1.2× that at 10,000; ≤ 20 round trips per
 1,000 recipients planned.
