@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -70,6 +71,15 @@ def sessions(engine: Engine) -> sessionmaker[Session]:
 def db_url(engine: Engine) -> str:
     """The store's URL, for tests that run the CLI in a subprocess."""
     return engine.url.render_as_string(hide_password=False)
+
+
+def cli_environment(**settings: str) -> dict[str, str]:
+    """The environment of a ``digest`` subprocess: this one's without any ``DIGEST_`` setting,
+    the working tree's code on the path (however the package is installed), and ``settings``."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
+    environment["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    environment.update(settings)
+    return environment
 
 
 # --- factories of portal documents (the v1 contract of DESIGN.md) --------------------------

@@ -9,7 +9,6 @@ from __future__ import annotations
 import email
 import hashlib
 import mailbox
-import os
 import re
 import subprocess
 import sys
@@ -17,10 +16,10 @@ from collections.abc import Iterator
 from dataclasses import replace
 from email.message import EmailMessage
 from email.policy import default
-from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import cli_environment
 from mail_browser import DESKTOP, PHONE, MailViewer, is_local, launch_chromium, mail_viewer
 from mail_samples import NOW, heavy_week
 from media_standin import MediaStandIn, media_standin
@@ -81,13 +80,11 @@ def _layout_key(html: str) -> str:
 def demo_mails(tmp_path_factory: pytest.TempPathFactory, standin: MediaStandIn) -> dict[str, str]:
     """The HTML part of each differently laid-out mail of the demo week, by its address."""
     where = tmp_path_factory.mktemp("demo")
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
-    environment |= {
-        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
-        "DIGEST_DATABASE_URL": f"sqlite:///{where / 'digest.db'}",
-        "DIGEST_MAIL_URL": f"maildir://{where / 'outbox'}",
-        "DIGEST_BASE_URL": standin.base_url,
-    }
+    environment = cli_environment(
+        DIGEST_DATABASE_URL=f"sqlite:///{where / 'digest.db'}",
+        DIGEST_MAIL_URL=f"maildir://{where / 'outbox'}",
+        DIGEST_BASE_URL=standin.base_url,
+    )
     result = subprocess.run(
         [sys.executable, "-m", "digest", "demo", "--at", AT],
         cwd=where,

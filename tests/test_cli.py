@@ -5,7 +5,6 @@ from __future__ import annotations
 import email
 import json
 import mailbox
-import os
 import re
 import subprocess
 import sys
@@ -14,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import document, post
+from conftest import cli_environment, document, post
 
 AT = "2026-11-27T17:00"  # an hour after the demo week's cutoff, Amsterdam time
 
@@ -22,10 +21,7 @@ AT = "2026-11-27T17:00"  # an hour after the demo week's cutoff, Amsterdam time
 def digest(
     cwd: Path, *args: str, env: dict[str, str] | None = None, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
-    # The working tree's code, whether or not (and however) the package is installed.
-    environment["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
-    environment.update(env or {})
+    environment = cli_environment(**(env or {}))
     return subprocess.run(
         [sys.executable, "-m", "digest", *args],
         cwd=cwd,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import html
 import json
-import os
 import re
 import socket
 import subprocess
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import cli_environment
 from smtp_server import SmtpServer
 
 from digest.demo import SCHOOL_ID, demo_document
@@ -40,9 +40,7 @@ FIELDS = {"time", "level", "logger", "message"}
 
 
 def environment(tmp_path: Path, server: SmtpServer) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
-    env.update(
-        PYTHONPATH=str(Path(__file__).resolve().parents[1]),
+    return cli_environment(
         DIGEST_LOG_FORMAT="json",
         DIGEST_DATABASE_URL=f"sqlite:///{tmp_path / 'digest.db'}",
         DIGEST_MAIL_URL=server.url(),
@@ -51,7 +49,6 @@ def environment(tmp_path: Path, server: SmtpServer) -> dict[str, str]:
         DIGEST_API_TOKEN=API_TOKEN,
         DIGEST_MEDIA_CACHE_DIR=str(tmp_path / "media-cache"),
     )
-    return env
 
 
 def digest(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:

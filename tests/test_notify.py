@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import email
 import functools
-import os
 import subprocess
 import sys
 from collections import Counter
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import child, document, group, guardian, post, school
+from conftest import child, cli_environment, document, group, guardian, post, school
 from smtp_server import SmtpServer
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -372,9 +371,7 @@ def test_newsletter_to_email_does_not_mail_last_weeks_news_again(sessions):
 
 
 def digest(cwd: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
-    environment["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
-    environment.update(env)
+    environment = cli_environment(**env)
     return subprocess.run(
         [sys.executable, "-m", "digest", *args],
         cwd=cwd,

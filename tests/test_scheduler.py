@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import time_machine
 from click.testing import CliRunner
-from conftest import child, document, group, guardian, post, school
+from conftest import child, cli_environment, document, group, guardian, post, school
 from smtp_server import SmtpServer
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
@@ -513,9 +513,7 @@ def test_two_real_scheduler_processes_send_the_edition_at_the_next_minute_once(
                 posts=[post("m1", "g5", published, title="Excursie naar het bos")],
             ),
         )
-        env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
-        env.update(
-            PYTHONPATH=str(Path(__file__).resolve().parents[1]),
+        env = cli_environment(
             DIGEST_DATABASE_URL=url,
             DIGEST_MAIL_URL=smtp_server.url(),
             DIGEST_MAIL_FROM=SENDER,
@@ -607,9 +605,7 @@ def test_sigterm_lets_the_sends_in_flight_finish_and_leaves_the_rest_queued(
 
         plan_edition(session, "s1", CUTOFF)
     smtp_server.delays = {"DATA": 1.0}  # each message takes a second: some are in flight
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
-    env.update(
-        PYTHONPATH=str(Path(__file__).resolve().parents[1]),
+    env = cli_environment(
         DIGEST_DATABASE_URL=db_url,
         DIGEST_MAIL_URL=smtp_server.url(),
         DIGEST_MAIL_FROM=SENDER,

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from conftest import cli_environment
 from sqlalchemy import inspect, text
 
 from digest.db import pending_migrations
@@ -63,12 +62,9 @@ def test_school_defaults_are_friday_1600_amsterdam(sessions):
 def test_a_worker_says_at_start_when_postgresql_would_plan_without_statistics(engine, tmp_path):
     """Autovacuum off for the outbox: PostgreSQL guesses its size and reads it whole per batch."""
     url = engine.url.render_as_string(hide_password=False)
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
-    environment |= {
-        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
-        "DIGEST_DATABASE_URL": url,
-        "DIGEST_MAIL_URL": f"maildir://{tmp_path / 'outbox'}",
-    }
+    environment = cli_environment(
+        DIGEST_DATABASE_URL=url, DIGEST_MAIL_URL=f"maildir://{tmp_path / 'outbox'}"
+    )
 
     def worker_says() -> str:
         done = subprocess.run(

@@ -5,7 +5,6 @@ bearer token, and a schemathesis run over the OpenAPI document: no 5xx whatever 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ from typing import Any
 
 import pytest
 import schemathesis
+from conftest import cli_environment
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
@@ -56,9 +56,7 @@ def cli_import(tmp_path: Path, db_url: str, doc: Any) -> subprocess.CompletedPro
     """``digest import`` in a subprocess, as an operator runs it."""
     source = tmp_path / "export.json"
     source.write_text(json.dumps(doc))
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
-    environment["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
-    environment["DIGEST_DATABASE_URL"] = db_url
+    environment = cli_environment(DIGEST_DATABASE_URL=db_url)
     return subprocess.run(
         [sys.executable, "-m", "digest", "import", str(source)],
         env=environment,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import os
 import re
 import signal
 import subprocess
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import child, document, group, guardian, post, school
+from conftest import child, cli_environment, document, group, guardian, post, school
 from smtp_server import SmtpServer
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -79,15 +78,12 @@ def received(server: SmtpServer) -> Counter[str]:
 
 
 def environment(db_url: str, server: SmtpServer, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
-    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
-    env.update(
+    return cli_environment(
         DIGEST_DATABASE_URL=db_url,
         DIGEST_MAIL_URL=server.url(),
         DIGEST_MAIL_FROM=SENDER,
         **extra,
     )
-    return env
 
 
 def start(cwd: Path, env: dict[str, str], *args: str) -> subprocess.Popen[str]:
