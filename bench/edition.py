@@ -201,14 +201,27 @@ def open_rows(sessions: Any) -> int:
         )
 
 
-def child_edition(url: str, port: int, workers: int) -> dict[str, Any]:
+def statuses(sessions: Any) -> dict[str, int]:
+    """The outbox's rows by status."""
+    from sqlalchemy import func, select
+
+    from digest.models import Delivery
+
+    with sessions() as session:
+        rows = session.execute(select(Delivery.status, func.count()).group_by(Delivery.status))
+        return {status.value: number for status, number in rows}
+
+
+def child_edition(url: str, port: int, workers: int, planning: str) -> dict[str, Any]:
     """Plan every school's edition, deliver it to the sink; the figures as a dict.
 
-    This process plans every school, one after the other, and then delivers; ``workers`` − 1
-    ``digest worker`` processes deliver beside it from the first commit. (``digest scheduler``
-    with its embedded worker plans a Friday's schools six at a time in APScheduler's threads
-    while it sends: measured that way, no faster and with a higher peak RSS; README,
-    "Performance".)
+    ``planning`` ``first``: this process plans every school, one after the other, and then
+    delivers. ``scheduler``: it works as ``digest scheduler`` with its embedded worker on a
+    Friday, when every school's weekly job is due at once: APScheduler's ``AsyncIOExecutor`` runs
+    each (synchronous) job in the event loop's default executor, six threads here, and each job,
+    its plan committed, kicks the worker's ``deliver`` job, the scheduler's own ``deliver_due``,
+    which runs in the loop and goes round again while plans arrive. Either way ``workers`` − 1
+    ``digest worker`` processes deliver beside it from the first commit.
     """
     from generate import CUTOFF
     from sqlalchemy import event, select
@@ -217,6 +230,7 @@ def child_edition(url: str, port: int, workers: int) -> dict[str, Any]:
     from digest.models import School
     from digest.plan import plan_edition
     from digest.worker import open_deliverer
+    from scheduler import service
 
     settings = bench_settings(url, port)
     engine = make_engine(url)
@@ -228,38 +242,75 @@ def child_edition(url: str, port: int, workers: int) -> dict[str, Any]:
         schools = list(session.scalars(select(School.id).order_by(School.id)))
     wait_for_heartbeats(sessions, helpers)
     round_trips = 0
+    in_plan = threading.local()  # planning's statements are counted, not delivery's
 
     def count(*_args: Any) -> None:
         nonlocal round_trips
-        round_trips += 1
+        if getattr(in_plan, "on", False):
+            round_trips += 1
 
+    planned_at = 0.0
+
+    def plan_one(school_id: str) -> int:
+        nonlocal planned_at
+        in_plan.on = True
+        try:
+            with sessions() as session, session.begin():
+                result = plan_edition(session, school_id, CUTOFF)
+        finally:
+            in_plan.on = False
+        planned_at = time.time()
+        return sum(result.counts.values())
+
+    async def plan_then_deliver() -> int:
+        planned = sum(plan_one(school_id) for school_id in schools)
+        await deliverer.run(at)
+        return planned
+
+    async def as_the_scheduler() -> int:
+        loop = asyncio.get_running_loop()
+        passes: list[asyncio.Future[None]] = []
+
+        def kick() -> None:  # what ``Runtime.kick`` has APScheduler do: run the deliver job
+            passes.append(asyncio.ensure_future(service.deliver_due()))
+
+        def job(school_id: str) -> int:
+            planned = plan_one(school_id)
+            loop.call_soon_threadsafe(kick)
+            return planned
+
+        planned = await asyncio.gather(*(loop.run_in_executor(None, job, s) for s in schools))
+        while passes:  # the passes the last plans kicked, until one finds nothing to send
+            await passes.pop(0)
+        return sum(planned)
+
+    async def edition() -> int:
+        try:
+            return await (as_the_scheduler() if planning == "scheduler" else plan_then_deliver())
+        finally:
+            await deliverer.transport.close()
+
+    # The deliver job's state: the bench's clock stands still at its instant, and kicks go
+    # straight to the job (no APScheduler here to route them).
+    service.install(
+        service.Runtime(sessions, settings, None, deliverer, clock=lambda: at)  # type: ignore[arg-type]
+    )
     started = time.time()
     cpu_started = time.process_time()
     machine_started = machine_busy_seconds()
     database_started = processes_cpu_seconds("postgres") if url.startswith("postgres") else None
     event.listen(engine, "before_cursor_execute", count)
-    planned = 0
-    for school_id in schools:
-        with sessions() as session, session.begin():
-            result = plan_edition(session, school_id, CUTOFF)
-            planned += sum(result.counts.values())
+    planned = asyncio.run(edition())
     event.remove(engine, "before_cursor_execute", count)
-    plan_seconds = time.time() - started
-
-    async def deliver() -> dict[str, int]:
-        try:
-            report = await deliverer.run(at)
-        finally:
-            await deliverer.transport.close()
-        return report.counts
-
-    counts = asyncio.run(deliver())
+    service.install(None)
+    plan_seconds = planned_at - started  # until the last school's plan was committed
     while open_rows(sessions):  # what the helpers still have in flight
         time.sleep(0.05)
     deliver_seconds = time.time() - started - plan_seconds
     cpu_seconds = time.process_time() - cpu_started
     machine_ended = machine_busy_seconds()
     database_ended = processes_cpu_seconds("postgres") if database_started is not None else None
+    counts = statuses(sessions)
     for helper in helpers:
         helper.send_signal(signal.SIGTERM)
     for helper in helpers:
@@ -273,7 +324,7 @@ def child_edition(url: str, port: int, workers: int) -> dict[str, Any]:
         "schools": len(schools),
         "planned": planned,
         "round_trips": round_trips,
-        "counts": counts,
+        "counts": counts,  # every row's status at the end, whichever process sent it
         "rss_mb": own,
         "cpu_seconds": cpu_seconds,  # this process's, from the start; helpers not counted
         # Every core's busy time over the same span (all processes: sink, helpers, database),
@@ -457,7 +508,7 @@ def raw_throughput(folder: Path, count: int, seed: int, guardians: int) -> dict[
 
 
 def one_run(
-    backend: str, guardians: int, seed: int, admin_url: str, workers: int
+    backend: str, guardians: int, seed: int, admin_url: str, workers: int, planning: str
 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="digest-edition-") as tmp:
         folder = Path(tmp)
@@ -469,7 +520,7 @@ def one_run(
             # fifth over minutes, so the edition is compared with the mean of the two.
             before = raw_throughput(folder, max(1_000, guardians // 6), seed, guardians)
             with sink(folder, "--count-only") as (port, stats):
-                edition = run_child("_edition", url, str(port), str(workers))
+                edition = run_child("_edition", url, str(port), str(workers), planning)
             after = raw_throughput(folder, stats["count"], seed, guardians)
     rate = stats["count"] / max(stats["last"] - edition["started"], 1e-9)
     raw_rate = (before["rate"] + after["rate"]) / 2
@@ -520,7 +571,8 @@ def main(argv: list[str] | None = None) -> int:
         child_import(argv[1], int(argv[2]), int(argv[3]))
         return 0
     if argv and argv[0] == "_edition":
-        print(json.dumps(child_edition(argv[1], int(argv[2]), int(argv[3]))), flush=True)
+        result = child_edition(argv[1], int(argv[2]), int(argv[3]), argv[4])
+        print(json.dumps(result), flush=True)
         return 0
     if argv and argv[0] == "_helper":
         child_helper(argv[1], int(argv[2]), datetime.fromisoformat(argv[3]))
@@ -542,12 +594,24 @@ def main(argv: list[str] | None = None) -> int:
         default=[1, 2],
         help="delivering processes: the planning one plus N-1 `digest worker`s (default: 1 2)",
     )
+    parser.add_argument(
+        "--planning",
+        choices=["first", "scheduler"],
+        default="first",
+        help="first: plan every school, then deliver (default); scheduler: as `digest "
+        "scheduler` with its embedded worker, schools planned in the event loop's threads "
+        "while it delivers",
+    )
     parser.add_argument("--quick", action="store_true", help="a small smoke run (2,000)")
     args = parser.parse_args(argv)
     if args.quick:
         args.sizes = [2_000]
     backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
-    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs at start", flush=True)
+    print(
+        f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs at start; "
+        f"planning: {args.planning}",
+        flush=True,
+    )
     print(
         "| backend | guardians | processes | schools | mails sent | plan s | deliver s | "
         "newsletters/s | raw smtplib/s (before, after) | ratio | CPU ms/mail, edition + sink | "
@@ -558,7 +622,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for backend in backends:
         for size, workers in itertools.product(args.sizes, args.workers):
-            r = one_run(backend, size, args.seed, args.pg_admin_url, workers)
+            r = one_run(backend, size, args.seed, args.pg_admin_url, workers, args.planning)
             results.append(r)
             rss = f"{r['rss_mb']:.0f}"
             cpu = f"{r['edition_cpu_ms']:.1f} + {r['sink_cpu_ms']:.1f}"
