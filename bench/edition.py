@@ -1,6 +1,7 @@
 """An edition end to end: plan + render + build + deliver a board's week to an SMTP sink.
 
-    /work/.venv/bin/python bench/edition.py [--sizes 10000 100000] [--backend both] [--quick]
+    /work/.venv/bin/python bench/edition.py [--sizes 10000 100000] [--backend both]
+        [--workers 1 2] [--planning first|scheduler] [--quick]
 
 For each backend (a PostgreSQL database ``digest_bench_<random>`` created on
 ``--pg-admin-url`` with compose.yaml's ``random_page_cost = 1.1`` and dropped after, or a SQLite
@@ -10,9 +11,11 @@ the newsletter):
 1. a child process imports the board (not measured);
 2. ``bench/sink.py --count-only`` in its own process counts what it accepts (first and last 250);
 3. a fresh child process plans every school's edition and delivers it (``digest.worker``'s
-   deliverer: 8 SMTP connections) to the sink; the clock starts when planning starts, after the
-   process, its imports and its renderer are up. It reports its peak RSS (``ru_maxrss``) and the
-   database round trips of planning (a SQLAlchemy ``before_cursor_execute`` count);
+   deliverer: 8 SMTP connections) to the sink: planning first, or with ``--planning scheduler``
+   as ``digest scheduler`` with its embedded worker does (``child_edition``). The clock starts
+   when planning starts, after the process, its imports and its renderer are up. It reports its
+   peak RSS (``ru_maxrss``) and the database round trips of planning (a SQLAlchemy
+   ``before_cursor_execute`` count, of the planning statements only);
 4. the same number of pre-built messages (the same board's newsletters, those of its first 25
    schools, rendered beforehand) sent by the standard library's smtplib over 8 connections
    (threads) to a fresh sink: the raw throughput the edition is compared with. The sink's work
