@@ -187,23 +187,6 @@ def per_mail(total: float | None, mails: int, scale: float = 1.0) -> float | Non
     return None if total is None else scale * total / max(mails, 1)
 
 
-def open_rows(sessions: Any) -> int:
-    from sqlalchemy import func, select
-
-    from digest.models import Delivery, DeliveryStatus
-
-    with sessions() as session:
-        return int(
-            session.scalar(
-                select(func.count())
-                .select_from(Delivery)
-                # A row put back for a retry waits minutes: not what the edition waits for.
-                .where(Delivery.status.in_((DeliveryStatus.QUEUED, DeliveryStatus.SENDING)))
-            )
-            or 0
-        )
-
-
 def statuses(sessions: Any) -> dict[str, int]:
     """The outbox's rows by status."""
     from sqlalchemy import func, select
@@ -213,6 +196,15 @@ def statuses(sessions: Any) -> dict[str, int]:
     with sessions() as session:
         rows = session.execute(select(Delivery.status, func.count()).group_by(Delivery.status))
         return {status.value: number for status, number in rows}
+
+
+def open_rows(sessions: Any) -> int:
+    """Rows still queued or being sent. A row put back for a retry waits minutes: not what the
+    edition waits for."""
+    from digest.models import DeliveryStatus
+
+    counts = statuses(sessions)
+    return sum(counts.get(s.value, 0) for s in (DeliveryStatus.QUEUED, DeliveryStatus.SENDING))
 
 
 def child_edition(url: str, port: int, workers: int, planning: str) -> dict[str, Any]:
