@@ -123,11 +123,11 @@ def start_helpers(url: str, port: int, at: datetime, count: int) -> list[subproc
 
 def child_helper(url: str, port: int, at: datetime) -> None:
     from digest.db import make_engine, session_factory
-    from digest.worker import run_worker
+    from digest.worker import run_loop, run_worker
 
     settings = bench_settings(url, port)
     engine = make_engine(url)
-    asyncio.run(run_worker(session_factory(engine), settings, at=at, poll=0.2))  # until SIGTERM
+    run_loop(run_worker(session_factory(engine), settings, at=at, poll=0.2), settings)  # to SIGTERM
     engine.dispose()
 
 
@@ -224,7 +224,7 @@ def child_edition(url: str, port: int, workers: int, planning: str) -> dict[str,
     from digest.db import make_engine, session_factory
     from digest.models import School
     from digest.plan import plan_edition
-    from digest.worker import open_deliverer
+    from digest.worker import open_deliverer, run_loop
     from scheduler import service
 
     settings = bench_settings(url, port)
@@ -295,7 +295,7 @@ def child_edition(url: str, port: int, workers: int, planning: str) -> dict[str,
     machine_started = machine_busy_seconds()
     database_started = processes_cpu_seconds("postgres") if url.startswith("postgres") else None
     event.listen(engine, "before_cursor_execute", count)
-    planned = asyncio.run(edition())
+    planned = run_loop(edition(), settings)  # on the event loop `digest worker` runs
     event.remove(engine, "before_cursor_execute", count)
     service.install(None)
     plan_seconds = planned_at - started  # until the last school's plan was committed
@@ -599,12 +599,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="a small smoke run (2,000)")
     args = parser.parse_args(argv)
+    from digest.settings import load_settings
+
     if args.quick:
         args.sizes = [2_000]
     backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
     print(
         f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs at start; "
-        f"planning: {args.planning}",
+        f"planning: {args.planning}; event loop: {load_settings().event_loop} (DIGEST_EVENT_LOOP)",
         flush=True,
     )
     print(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from collections.abc import Callable, Iterator
@@ -213,13 +212,15 @@ def _progress(total: int) -> Iterator[Callable[[int], None]]:
 
 def _send(app: App, school_id: str | None, at: datetime) -> None:
     from digest.deliver import count_due
+    from digest.worker import run_loop
     from scheduler.jobs import send_due
 
     with app.sessions() as session:
         total = count_due(session, at, school_id)
     with _progress(total) as advance:
-        report = asyncio.run(
-            send_due(app.sessions, app.settings, at, school_id=school_id, progress=advance)
+        report = run_loop(
+            send_due(app.sessions, app.settings, at, school_id=school_id, progress=advance),
+            app.settings,
         )
     shown = ", ".join(f"{n} {status}" for status, n in sorted(report.counts.items()))
     click.echo(f"sent through {app.settings.mail_url.split(':', 1)[0]}: {shown or 'nothing due'}")
@@ -580,15 +581,16 @@ def worker(app: App, once: bool, at_text: str | None, poll: float, school_id: st
 
     Start as many as you like on PostgreSQL, on any number of machines: each claims its own rows.
     """
-    from digest.worker import run_worker
+    from digest.worker import run_loop, run_worker
 
     if at_text and not once:
         raise click.UsageError("--at needs --once (a running worker sends at the current time)")
     at = resolve_at(at_text, DEFAULT_ZONE) if at_text else None
     sessions = app.sessions  # the schema check, before the loop starts
     warn_without_statistics(app.engine)
-    report = asyncio.run(
-        run_worker(sessions, app.settings, once=once, at=at, poll=poll, school_id=school_id)
+    report = run_loop(
+        run_worker(sessions, app.settings, once=once, at=at, poll=poll, school_id=school_id),
+        app.settings,
     )
     shown = ", ".join(f"{n} {status}" for status, n in sorted(report.counts.items()))
     click.echo(f"worker done after {report.passes} pass(es): {shown or 'nothing sent'}")
@@ -736,7 +738,9 @@ def serve(app: App, host: str, port: int) -> None:
     from digest.web import create_app
 
     web = create_app(app.settings, app.sessions)
-    uvicorn.run(web, host=host, port=port, log_config=None, proxy_headers=True)
+    # uvicorn's "auto" is uvloop where installed, as the delivering processes run.
+    loop = "asyncio" if app.settings.event_loop == "asyncio" else "auto"
+    uvicorn.run(web, host=host, port=port, log_config=None, proxy_headers=True, loop=loop)
 
 
 @main.command("scheduler")
@@ -748,6 +752,7 @@ def serve(app: App, host: str, port: int) -> None:
 def scheduler_(app: App, show: bool, no_worker: bool) -> None:
     """Run every school's weekly edition at its cutoff, per-post mails, and (unless --no-worker)
     the delivery of what is due. SIGTERM finishes the sends in flight, then exits."""
+    from digest.worker import run_loop
     from scheduler.service import format_run, next_runs, serve
 
     sessions = app.sessions  # the schema check, before anything starts
@@ -759,7 +764,7 @@ def scheduler_(app: App, show: bool, no_worker: bool) -> None:
             click.echo(format_run(run))
         return
     warn_without_statistics(app.engine)
-    asyncio.run(serve(app.engine, sessions, app.settings, worker=not no_worker))
+    run_loop(serve(app.engine, sessions, app.settings, worker=not no_worker), app.settings)
     click.echo("scheduler stopped")
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import random
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -16,6 +15,7 @@ from digest.ingest import import_document
 from digest.periods import latest_cutoff
 from digest.settings import Settings, without_password
 from digest.status import edition_status, summarize
+from digest.worker import run_loop
 from scheduler.jobs import run_edition
 
 SCHOOL_ID = "demo-klimop"
@@ -256,7 +256,7 @@ def run_demo(
     cutoff = latest_cutoff(at, weekday=4, clock="16:00", zone=ZONE)
     with sessions() as session, session.begin():
         import_document(session, demo_document(cutoff))
-    run = asyncio.run(run_edition(sessions, settings, SCHOOL_ID, at))
+    run = run_loop(run_edition(sessions, settings, SCHOOL_ID, at), settings)
     result = run.plan
     with sessions() as session:
         lines = edition_status(session, result.edition)

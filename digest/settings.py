@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     # Operations: log lines as text or JSON, when a heartbeat counts as stale, how long delivery
     # rows, frozen post lists, audit entries and cached images are kept.
     log_format: Literal["text", "json"] = "text"
+    # The event loop of the processes that deliver: uvloop (where installed), or asyncio's.
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     heartbeat_stale_seconds: Annotated[float, Field(gt=0)] = 120.0
     retention_days: Annotated[int, Field(gt=0)] = 365
     # DKIM signing: all three set, or none.

@@ -35,7 +35,7 @@ from digest.plan import plan_edition
 from digest.render import Renderer
 from digest.settings import load_settings
 from digest.transports import open_transport
-from digest.worker import WorkerReport, run_worker
+from digest.worker import WorkerReport, run_loop, run_worker
 
 AT = "2026-11-27T16:00"  # the week's cutoff, Amsterdam time
 CUTOFF = parse_instant(AT, "Europe/Amsterdam")
@@ -157,17 +157,38 @@ def worker_once(cwd: Path, env: dict[str, str], at: str) -> subprocess.Completed
 
 
 @SQLITE_ONLY
+@pytest.mark.parametrize("event_loop", ["uvloop", "asyncio"])
 def test_worker_once_drains_what_is_due_and_exits_0(
-    sessions, db_url: str, smtp_server: SmtpServer, tmp_path: Path
+    sessions, db_url: str, smtp_server: SmtpServer, tmp_path: Path, event_loop: str
 ):
     load(sessions, 5)
-    result = worker_once(tmp_path, environment(db_url, smtp_server), AT)
+    env = environment(db_url, smtp_server, DIGEST_EVENT_LOOP=event_loop)
+    result = worker_once(tmp_path, env, AT)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "worker done after 1 pass(es): 5 sent"
     assert received(smtp_server) == Counter(addresses(5))
     assert set(statuses(sessions).values()) == {(DeliveryStatus.SENT, 1)}
     with sessions() as session:
         assert session.scalars(select(Edition.status)).one() is EditionStatus.DONE
+
+
+@pytest.mark.parametrize(
+    ("event_loop", "runs_on"), [("uvloop", "uvloop.Loop"), ("asyncio", "asyncio.unix_events")]
+)
+def test_the_delivering_loop_is_the_configured_one(event_loop: str, runs_on: str):
+    async def running_loop() -> str:
+        loop = asyncio.get_running_loop()
+        return f"{type(loop).__module__}.{type(loop).__name__}"
+
+    settings = load_settings(event_loop=event_loop)
+    assert run_loop(running_loop(), settings).startswith(runs_on)
+
+
+def test_an_unknown_event_loop_is_refused_naming_the_variable(tmp_path: Path):
+    result = worker_once(tmp_path, cli_environment(DIGEST_EVENT_LOOP="trio"), AT)
+    assert result.returncode == 1
+    assert "DIGEST_EVENT_LOOP" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 @SQLITE_ONLY
