@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     # A transport the server blames us at waits this long, doubling, up to pause_max_minutes.
     pause_first_minutes: Annotated[float, Field(gt=0)] = 1.0
     pause_max_minutes: Annotated[float, Field(gt=0)] = 60.0
+    # The event loop of the processes that deliver: uvloop (where installed), or asyncio's.
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     # Per-post mails wait this long after publication, so a teacher's quick edits land.
     notify_settle_minutes: Annotated[float, Field(ge=0)] = 10.0
     # The scheduler: how late a weekly run may still start (a restart after the cutoff), and
@@ -59,8 +61,6 @@ class Settings(BaseSettings):
     # Operations: log lines as text or JSON, when a heartbeat counts as stale, how long delivery
     # rows, frozen post lists, audit entries and cached images are kept.
     log_format: Literal["text", "json"] = "text"
-    # The event loop of the processes that deliver: uvloop (where installed), or asyncio's.
-    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     heartbeat_stale_seconds: Annotated[float, Field(gt=0)] = 120.0
     retention_days: Annotated[int, Field(gt=0)] = 365
     # DKIM signing: all three set, or none.
