@@ -184,6 +184,19 @@ def test_the_delivering_loop_is_the_configured_one(event_loop: str, runs_on: str
     assert run_loop(running_loop(), settings).startswith(runs_on)
 
 
+def test_without_uvloop_the_default_runs_on_asyncios_loop_and_says_so(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+):
+    async def running_loop() -> str:
+        return type(asyncio.get_running_loop()).__module__
+
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # as on Windows: `import uvloop` fails
+    with caplog.at_level("INFO", logger="digest.worker"):
+        runs_on = run_loop(running_loop(), load_settings(event_loop="uvloop"))
+    assert runs_on.startswith("asyncio")
+    assert "uvloop is not installed here" in caplog.text
+
+
 def test_an_unknown_event_loop_is_refused_naming_the_variable(tmp_path: Path):
     result = worker_once(tmp_path, cli_environment(DIGEST_EVENT_LOOP="trio"), AT)
     assert result.returncode == 1
