@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -17,8 +17,25 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from digest.db import make_engine, session_factory, upgrade
 from digest.models import Base
+from digest.settings import load_settings
+from digest.worker import run_loop
+
+T = TypeVar("T")
 
 PG_ADMIN_URL = os.environ.get("DIGEST_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@pytest.fixture(params=["uvloop", "asyncio"])
+def each_event_loop(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Once on uvloop, as the delivering processes run by default, once on asyncio's own loop
+    (``DIGEST_EVENT_LOOP=asyncio``): for the modules whose tests send through ``on_event_loop``."""
+    monkeypatch.setenv("DIGEST_EVENT_LOOP", request.param)
+    return str(request.param)
+
+
+def on_event_loop(main: Coroutine[Any, Any, T]) -> T:
+    """Run ``main`` on the loop ``DIGEST_EVENT_LOOP`` names, as ``digest worker`` would."""
+    return run_loop(main, load_settings())
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,6 @@ real Maildir and applied to an outbox that really sent its mail (into another Ma
 
 from __future__ import annotations
 
-import asyncio
 import email
 import logging
 import mailbox
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import on_event_loop
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from test_cli import digest as run_digest
@@ -73,7 +73,7 @@ def sent(sessions: sessionmaker[Session], small_school: dict[str, Any], tmp_path
         finally:
             await transport.close()
 
-    asyncio.run(send())
+    on_event_loop(send())
     box = mailbox.Maildir(tmp_path / "outbox", create=False)
     mails = {}
     for key in box.iterkeys():
@@ -570,7 +570,7 @@ def test_a_row_queued_before_its_address_was_suppressed_is_not_sent(sessions, se
         finally:
             await transport.close()
 
-    asyncio.run(send())
+    on_event_loop(send())
     with sessions() as session:
         waiting = session.scalars(select(Delivery).where(Delivery.post_id == "m2")).one()
     assert (waiting.status, waiting.reason) == (DeliveryStatus.SKIPPED, SkipReason.SUPPRESSED)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import email
 import mailbox
 import shutil
@@ -10,7 +9,7 @@ from email.policy import default
 from typing import Any
 
 import pytest
-from conftest import child, document, group, guardian, post, school
+from conftest import child, document, group, guardian, on_event_loop, post, school
 from jinja2 import UndefinedError
 from smtp_server import SmtpServer
 from sqlalchemy import Engine, event, select
@@ -24,6 +23,9 @@ from digest.plan import plan_edition
 from digest.render import Renderer, templates_path
 from digest.settings import load_settings
 from digest.transports import open_transport
+
+# Every test here once on uvloop (the default) and once on asyncio's own loop.
+pytestmark = pytest.mark.usefixtures("each_event_loop")
 
 CUTOFF = parse_instant("2026-11-27T16:00", "Europe/Amsterdam")
 SETTINGS = load_settings(mail_from="nieuwsbrief@digest.example", base_url="https://digest.example")
@@ -53,7 +55,7 @@ def deliver(
         finally:
             await transport.close()
 
-    return asyncio.run(go())
+    return on_event_loop(go())
 
 
 def one_class(parents: int) -> dict[str, Any]:

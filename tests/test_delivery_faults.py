@@ -9,7 +9,6 @@ instants, as an operator replays a retry schedule with ``digest send --at``.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import time
 from collections import Counter
@@ -17,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from conftest import child, document, group, guardian, post, school
+from conftest import child, document, group, guardian, on_event_loop, post, school
 from smtp_server import SmtpServer
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -39,6 +38,9 @@ from digest.plan import plan_edition
 from digest.render import Renderer
 from digest.settings import Settings, load_settings
 from digest.transports import open_transport
+
+# Every test here once on uvloop (the default) and once on asyncio's own loop.
+pytestmark = pytest.mark.usefixtures("each_event_loop")
 
 CUTOFF = parse_instant("2026-11-27T16:00", "Europe/Amsterdam")
 NEXT_CUTOFF = parse_instant("2026-12-04T16:00", "Europe/Amsterdam")
@@ -111,7 +113,7 @@ def send(sessions: sessionmaker[Session], settings: Settings, at: datetime) -> S
         finally:
             await transport.close()
 
-    return asyncio.run(one_pass())
+    return on_event_loop(one_pass())
 
 
 def received(server: SmtpServer) -> Counter[str]:

@@ -5,7 +5,6 @@ DNS is the edge of the world: the verifier's ``dnsfunc`` answers with this key's
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import mailbox
 import re
@@ -17,6 +16,7 @@ from zoneinfo import ZoneInfo
 
 import dkim
 import pytest
+from conftest import on_event_loop
 
 from digest.content import GroupSection, MailContent, PostContent, SchoolInfo
 from digest.deliver import Deliverer
@@ -266,7 +266,7 @@ def test_the_deliverer_sends_signed_mail(
         finally:
             await transport.close()
 
-    asyncio.run(send())
+    on_event_loop(send())
     box = mailbox.Maildir(tmp_path / "outbox", create=False)
     mails = [box.get_bytes(key) for key in box.iterkeys()]
     assert len(mails) == 2

@@ -7,7 +7,6 @@ with a child in each group; ``n1`` reads the newsletter and ``a1`` the app.
 
 from __future__ import annotations
 
-import asyncio
 import email
 import functools
 import subprocess
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import child, cli_environment, document, group, guardian, post, school
+from conftest import child, cli_environment, document, group, guardian, on_event_loop, post, school
 from smtp_server import SmtpServer
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -163,7 +162,7 @@ def deliver(sessions: sessionmaker[Session], server: SmtpServer, at: datetime) -
         finally:
             await transport.close()
 
-    return asyncio.run(one_pass())
+    return on_event_loop(one_pass())
 
 
 def mails(server: SmtpServer) -> list[tuple[str, EmailMessage]]:

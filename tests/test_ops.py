@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 from pathlib import Path
 
-from conftest import document, guardian
+from conftest import document, guardian, on_event_loop
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.orm import Session, sessionmaker
@@ -94,7 +93,7 @@ def test_metrics_follow_the_outbox_from_planned_to_sent(sessions, small_school, 
     assert planned["digest_oldest_queued_seconds", ()] > 0
 
     settings = load_settings(mail_url=f"maildir://{tmp_path / 'outbox'}")
-    asyncio.run(send_due(sessions, settings, max(AT, edition.cutoff)))
+    on_event_loop(send_due(sessions, settings, max(AT, edition.cutoff)))
     with sessions() as session, session.begin():
         session.add(Alert(kind=AlertKind.TRANSPORT_PAUSED, message="421 4.7.0 try later"))
     beat(sessions, "worker", process="worker:m:1")

@@ -7,7 +7,6 @@ following plans must not mail anything already mailed.
 
 from __future__ import annotations
 
-import asyncio
 import mailbox
 import os
 from collections import Counter
@@ -18,7 +17,7 @@ from typing import Any
 
 import pytest
 import time_machine
-from conftest import child, document, group, guardian, post, school
+from conftest import child, document, group, guardian, on_event_loop, post, school
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -93,12 +92,12 @@ def load(sessions: sessionmaker[Session], doc: dict[str, Any]) -> None:
 def notify_and_send(sessions: sessionmaker[Session], settings: Settings, at: datetime) -> None:
     with sessions() as session, session.begin():
         plan_notifications(session, "s1", at, settle=SETTLE)
-    asyncio.run(send_due(sessions, settings, at))
+    on_event_loop(send_due(sessions, settings, at))
 
 
 def plan_and_send(sessions: sessionmaker[Session], settings: Settings, at: datetime) -> None:
     edition = plan_latest(sessions, "s1", at).edition
-    asyncio.run(send_due(sessions, settings, max(at, edition.cutoff)))
+    on_event_loop(send_due(sessions, settings, max(at, edition.cutoff)))
 
 
 def mailed(settings: Settings) -> Counter[tuple[str, str]]:

@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import time_machine
 from click.testing import CliRunner
-from conftest import child, cli_environment, document, group, guardian, post, school
+from conftest import child, cli_environment, document, group, guardian, on_event_loop, post, school
 from smtp_server import SmtpServer
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
@@ -219,12 +219,12 @@ def test_a_held_missed_edition_goes_out_once_approved(sessions, smtp_server: Smt
     settings = settings_for(smtp_server)
     late = CUTOFF + timedelta(days=1)
     run = jobs.run_scheduled_edition(sessions, "s1", late, grace=GRACE)
-    asyncio.run(jobs.send_due(sessions, settings, late))
+    on_event_loop(jobs.send_due(sessions, settings, late))
     assert smtp_server.messages == []
     assert run.result is not None
     with sessions() as session, session.begin():
         decide(session, run.result.edition.id, Decision.APPROVE, at=late)
-    asyncio.run(jobs.send_due(sessions, settings, late))
+    on_event_loop(jobs.send_due(sessions, settings, late))
     assert received(smtp_server) == Counter({f"p{n}@ouders.example": 1 for n in (1, 2, 3)})
 
 
@@ -277,7 +277,7 @@ def test_a_holiday_week_sends_nothing_and_the_next_edition_carries_its_posts(
     ]
     for friday in fridays:
         run = jobs.run_scheduled_edition(sessions, "s1", friday, grace=GRACE)
-        asyncio.run(jobs.send_due(sessions, settings, friday))
+        on_event_loop(jobs.send_due(sessions, settings, friday))
         assert run.result is not None
     statuses = [(e.cutoff, e.status) for e in editions(sessions)]
     assert statuses == [
@@ -316,12 +316,12 @@ def test_an_edition_awaiting_approval_is_not_sent_until_approved(
     load(sessions, weekly_school(requires_approval=True))
     settings = settings_for(smtp_server)
     run = jobs.run_scheduled_edition(sessions, "s1", CUTOFF, grace=GRACE)
-    asyncio.run(jobs.send_due(sessions, settings, CUTOFF + timedelta(hours=1)))
+    on_event_loop(jobs.send_due(sessions, settings, CUTOFF + timedelta(hours=1)))
     assert smtp_server.messages == []
     assert run.result is not None
     with sessions() as session, session.begin():
         decide(session, run.result.edition.id, Decision.APPROVE, at=CUTOFF)
-    asyncio.run(jobs.send_due(sessions, settings, CUTOFF + timedelta(hours=1)))
+    on_event_loop(jobs.send_due(sessions, settings, CUTOFF + timedelta(hours=1)))
     assert received(smtp_server) == Counter({f"p{n}@ouders.example": 1 for n in (1, 2, 3)})
 
 
@@ -358,7 +358,7 @@ def run_scheduler_until(
         stopping.set()
         await task
 
-    asyncio.run(main_())
+    on_event_loop(main_())
 
 
 def local(text: str) -> datetime:
@@ -440,7 +440,7 @@ def test_changing_a_schools_weekday_through_an_import_moves_its_job(engine, sess
             scheduler.shutdown(wait=False)
 
     with time_machine.travel(local("2026-11-22T10:00"), tick=False):
-        friday, kept, wednesday = asyncio.run(scenario())
+        friday, kept, wednesday = on_event_loop(scenario())
     assert friday == kept == local("2026-11-27T16:00")
     assert wednesday == local("2026-11-25T15:00")
 
@@ -668,7 +668,7 @@ def test_the_scheduler_purges_with_the_retention_job(engine, sessions) -> None:
     load(sessions, weekly_school())
     settings = load_settings(mail_url="null://", retention_days=365)
     jobs.run_scheduled_edition(sessions, "s1", CUTOFF, grace=GRACE)
-    asyncio.run(jobs.send_due(sessions, settings, CUTOFF))
+    on_event_loop(jobs.send_due(sessions, settings, CUTOFF))
     with sessions() as session:
         assert set(session.scalars(select(Delivery.status))) == {DeliveryStatus.SENT}
     # The rows are stamped on the real clock: 400 days after both the week and today.
@@ -734,7 +734,7 @@ def test_a_scheduler_starting_while_another_creates_the_job_table_goes_on(pg_url
             scheduler.shutdown(wait=False)
 
     try:
-        assert asyncio.run(start_on_it()) == []
+        assert on_event_loop(start_on_it()) == []
     finally:
         with engine.begin() as connection:
             connection.execute(text(f"DROP TABLE IF EXISTS {JOB_TABLE}"))

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from conftest import on_event_loop
 from hypothesis import given
 from hypothesis import strategies as st
 from smtp_server import SmtpServer, server_tls, smtp_server
@@ -35,13 +36,15 @@ from digest.transports import (
 # pytest finds fixtures among the module's names; naming them here also keeps linters from
 # calling the import unused (F401) and each test's parameter a redefinition of it (F811).
 FIXTURES = (smtp_server, server_tls)
+# Every test here once on uvloop (the default) and once on asyncio's own loop.
+pytestmark = pytest.mark.usefixtures("each_event_loop")
 T = TypeVar("T")
 SENDER = "nieuwsbrief@schakel.example"
 PARENT = "f.yilmaz@ouders.example"
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coro)
+    return on_event_loop(coro)
 
 
 def build(subject: str = "Weekbrief groep 5", to: str = PARENT) -> bytes:

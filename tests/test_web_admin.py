@@ -6,7 +6,6 @@ another. The week is the one before now, so approving and sending happen on the 
 
 from __future__ import annotations
 
-import asyncio
 import email
 from collections.abc import Iterator
 from datetime import timedelta
@@ -18,7 +17,7 @@ from typing import Any, cast
 import pytest
 from admin_site import csrf_of, log_in, running
 from click.testing import CliRunner
-from conftest import child, document, group, guardian, post, school
+from conftest import child, document, group, guardian, on_event_loop, post, school
 from fastapi.testclient import TestClient
 from mail_browser import launch_chromium
 from playwright.sync_api import sync_playwright
@@ -237,7 +236,7 @@ def test_an_administrator_previews_tests_and_approves_in_a_browser(
             assert answer is not None and answer.status == 403, path
         browser.close()
 
-    report = asyncio.run(send_due(sessions, settings, utcnow(), school_id="s1"))
+    report = on_event_loop(send_due(sessions, settings, utcnow(), school_id="s1"))
     assert report.counts == {"sent": 2}
     parents = {m.rcpt_tos: parse(m.content) for m in smtp_server.messages[1:]}
     assert set(parents) == {("p1@ouders.example",), ("p4@ouders.example",)}

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import child, cli_environment, document, group, guardian, post, school
+from conftest import child, cli_environment, document, group, guardian, on_event_loop, post, school
 from smtp_server import SmtpServer
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -133,7 +133,7 @@ def drain(sessions: sessionmaker[Session], server: SmtpServer, at: datetime) -> 
         deliverer = Deliverer(sessions, transport, settings, renderer())
         return await run_worker(sessions, settings, once=True, at=at, deliverer=deliverer)
 
-    return asyncio.run(once())
+    return on_event_loop(once())
 
 
 def sent_count(stdout: str) -> int:
