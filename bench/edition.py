@@ -333,13 +333,8 @@ def child_edition(url: str, port: int, workers: int, planning: str) -> dict[str,
     }
 
 
-def child_raw(port: int, count: int, seed: int, connections: int, guardians: int) -> dict[str, Any]:
-    """Send ``count`` pre-built newsletters of the edition's board over ``connections``.
-
-    The sink's work grows with a message's lines, so raw sends the edition's own newsletters:
-    those of the board's first ``RAW_SCHOOLS`` schools (all of a 10,000-guardian board; a tenth
-    of a 100,000 one, whose schools are drawn alike), in order, round again if ``count`` is more.
-    """
+def board_newsletters(guardians: int, seed: int) -> list[bytes]:
+    """The newsletters of the board's first ``RAW_SCHOOLS`` schools, as the deliverer sends them."""
     from generate import CUTOFF, board, mail_contents
 
     from digest.render import Renderer
@@ -349,7 +344,17 @@ def child_raw(port: int, count: int, seed: int, connections: int, guardians: int
     renderer = Renderer(settings)
     document = board(max(1, guardians // PER_SCHOOL), guardians, seed=seed)
     part = schools_part(document, document["schools"][:RAW_SCHOOLS])
-    built = [renderer.render(content, now=CUTOFF).data for content in mail_contents(part, settings)]
+    return [renderer.render(content, now=CUTOFF).data for content in mail_contents(part, settings)]
+
+
+def child_raw(port: int, count: int, seed: int, connections: int, guardians: int) -> dict[str, Any]:
+    """Send ``count`` pre-built newsletters of the edition's board over ``connections``.
+
+    The sink's work grows with a message's lines, so raw sends the edition's own newsletters:
+    those of the board's first ``RAW_SCHOOLS`` schools (all of a 10,000-guardian board; a tenth
+    of a 100,000 one, whose schools are drawn alike), in order, round again if ``count`` is more.
+    """
+    built = board_newsletters(guardians, seed)
     queue = [(f"raw{n:06d}@ouders.example", built[n % len(built)]) for n in range(count)]
     queue.reverse()  # popped from the end: sent in the board's order
     lock = threading.Lock()

@@ -28,22 +28,10 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path[:0] = [str(REPO), str(BENCH)]
 
+from edition import board_newsletters, sink  # noqa: E402
+
 LOOPS = ("asyncio", "uvloop")
 CONNECTIONS = 8
-
-
-def newsletters(guardians: int, seed: int) -> list[bytes]:
-    """The generated board's newsletters, as the deliverer sends them."""
-    from generate import CUTOFF, board, mail_contents
-
-    from digest.render import Renderer
-    from digest.settings import Settings
-
-    settings = Settings(mail_from="nieuwsbrief@bench.example")
-    renderer = Renderer(settings)
-    document = board(max(1, guardians // 400), guardians, seed=seed)
-    contents = mail_contents(document, settings)
-    return [renderer.render(content, now=CUTOFF).data for content in contents]
 
 
 def child_send(port: int, loop: str, count: int, mails_file: Path) -> dict[str, Any]:
@@ -90,24 +78,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.count, args.rounds = 300, 1
-    mails = newsletters(args.guardians, args.seed)
+    mails = board_newsletters(args.guardians, args.seed)
     average_kb = sum(map(len, mails)) / len(mails) / 1024
     with tempfile.TemporaryDirectory() as folder:
-        mails_file, port_file = Path(folder, "mails.pickle"), Path(folder, "port")
+        mails_file = Path(folder, "mails.pickle")
         mails_file.write_bytes(pickle.dumps(mails))
-        sink = subprocess.Popen(
-            [sys.executable, str(BENCH / "sink.py"), "--count-only", "--port-file", str(port_file)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        try:
-            deadline = time.monotonic() + 30
-            while not (port_file.exists() and port_file.read_text().strip()):
-                if time.monotonic() > deadline or sink.poll() is not None:
-                    raise SystemExit("the sink did not start")
-                time.sleep(0.05)
-            port = int(port_file.read_text())
+        with sink(Path(folder), "--count-only") as (port, stats):
             print(
                 f"{len(mails)} generated newsletters ({average_kb:.1f} KB on average), "
                 f"{args.count} a round over {CONNECTIONS} connections"
@@ -126,11 +102,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"{result['per_second']:,.0f} |",
                         flush=True,
                     )
-        finally:
-            sink.terminate()
-            sink_out, _ = sink.communicate(timeout=30)
-    stats = [line for line in sink_out.splitlines() if line.startswith("stats ")]
-    accepted = json.loads(stats[-1].removeprefix("stats "))["count"] if stats else 0
+    accepted = stats.get("count", 0)
     sent = args.count * args.rounds * len(LOOPS)
     print(f"the sink accepted {accepted:,} of {sent:,} mails")
     if accepted != sent:
