@@ -172,14 +172,16 @@ def test_worker_once_drains_what_is_due_and_exits_0(
         assert session.scalars(select(Edition.status)).one() is EditionStatus.DONE
 
 
+async def running_loop() -> str:
+    """The running event loop's class, by module and name."""
+    loop = asyncio.get_running_loop()
+    return f"{type(loop).__module__}.{type(loop).__name__}"
+
+
 @pytest.mark.parametrize(
     ("event_loop", "runs_on"), [("uvloop", "uvloop.Loop"), ("asyncio", "asyncio.unix_events")]
 )
 def test_the_delivering_loop_is_the_configured_one(event_loop: str, runs_on: str):
-    async def running_loop() -> str:
-        loop = asyncio.get_running_loop()
-        return f"{type(loop).__module__}.{type(loop).__name__}"
-
     settings = load_settings(event_loop=event_loop)
     assert run_loop(running_loop(), settings).startswith(runs_on)
 
@@ -187,9 +189,6 @@ def test_the_delivering_loop_is_the_configured_one(event_loop: str, runs_on: str
 def test_without_uvloop_the_default_runs_on_asyncios_loop_and_says_so(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ):
-    async def running_loop() -> str:
-        return type(asyncio.get_running_loop()).__module__
-
     monkeypatch.setitem(sys.modules, "uvloop", None)  # as on Windows: `import uvloop` fails
     with caplog.at_level("INFO", logger="digest.worker"):
         runs_on = run_loop(running_loop(), load_settings(event_loop="uvloop"))
