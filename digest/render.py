@@ -794,7 +794,7 @@ def _flat(template: Template) -> Template:
     """``template`` with its globals in one dict, taken now.
 
     Jinja keeps a template's globals as a ChainMap over its environment's, and every render
-    copies that key by key into the new context: for a page, a tenth of its render. Ours are
+    copies that key by key into the new context: about a tenth of rendering a newsletter. Ours are
     complete once ``_load`` has installed gettext, and nothing changes them after.
     """
     template.globals = dict(template.globals)
