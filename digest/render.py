@@ -23,7 +23,7 @@ import re
 import secrets
 import textwrap
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime, tzinfo
 from email.headerregistry import BaseHeader, HeaderRegistry, UniqueUnstructuredHeader
@@ -534,14 +534,14 @@ class Renderer:
         text = text.replace(f"{_TEXT_INCLUDE}\n", "{{ post_text(item) }}")
         text_post = loader.get_source(text_env, _TEXT_POST_TEMPLATE)[0]
         return _Chrome(
-            html=_flat(html_env.from_string(_translated(html, catalogue))),
-            post=_flat(html_env.from_string(_translated(post, catalogue))),
+            html=html_env.from_string(_translated(html, catalogue)),
+            post=html_env.from_string(_translated(post, catalogue)),
             html_source=html_env.get_template("newsletter.mjml.j2"),
             styles="".join(_STYLE.findall(_CONDITIONAL.sub("", page))),
-            text=_flat(text_env.from_string(_translated(text, catalogue))),
-            text_post=_flat(text_env.from_string(_translated(text_post, catalogue))),
-            subject=_flat(text_env.get_template("subject.txt.j2")),
-            overview=_flat(text_env.get_template("overview.txt.j2")),
+            text=text_env.from_string(_translated(text, catalogue)),
+            text_post=text_env.from_string(_translated(text_post, catalogue)),
+            subject=text_env.get_template("subject.txt.j2"),
+            overview=text_env.get_template("overview.txt.j2"),
         )
 
     def _style_body(self, body_html: str, styles: str) -> Markup:
@@ -770,8 +770,21 @@ _LIST_LABEL = re.compile(r"[^a-z0-9-]+")
 _PHRASE_SPECIALS = re.compile(r'["\\<>()\[\],;:@]')
 
 
+class _FlatGlobals(Environment):
+    """An environment whose templates keep their globals in one dict, taken when each is made.
+
+    Jinja keeps a template's globals as a ChainMap over the environment's, and every render
+    copies that key by key into the new context: about a tenth of rendering a newsletter. Ours are
+    complete once ``_load`` has installed gettext, before it makes any template, and nothing
+    changes them after.
+    """
+
+    def make_globals(self, d: MutableMapping[str, Any] | None) -> MutableMapping[str, Any]:
+        return {**self.globals, **(d or {})}
+
+
 def _environment(templates_dir: Path, *, autoescape: bool) -> Environment:
-    return Environment(
+    return _FlatGlobals(
         loader=FileSystemLoader(templates_dir),
         autoescape=(
             select_autoescape(
@@ -788,17 +801,6 @@ def _environment(templates_dir: Path, *, autoescape: bool) -> Environment:
         lstrip_blocks=True,
         finalize=_printable,
     )
-
-
-def _flat(template: Template) -> Template:
-    """``template`` with its globals in one dict, taken now.
-
-    Jinja keeps a template's globals as a ChainMap over its environment's, and every render
-    copies that key by key into the new context: about a tenth of rendering a newsletter. Ours are
-    complete once ``_load`` has installed gettext, and nothing changes them after.
-    """
-    template.globals = dict(template.globals)
-    return template
 
 
 _UNPRINTABLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
