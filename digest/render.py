@@ -23,7 +23,7 @@ import re
 import secrets
 import textwrap
 from collections import OrderedDict
-from collections.abc import Callable, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, MutableMapping, Sequence
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime, tzinfo
 from email.headerregistry import BaseHeader, HeaderRegistry, UniqueUnstructuredHeader
@@ -180,10 +180,24 @@ class _Page:
 
 
 @dataclass(frozen=True)
+class _Section:
+    """A group rendered for the page: its heading and posts, as the page's pieces they make."""
+
+    pieces: tuple[str, ...]
+    size: int  # their UTF-8 bytes
+
+    @classmethod
+    def of(cls, pieces: Iterable[str]) -> _Section:
+        kept = tuple(pieces)
+        return cls(kept, sum(len(piece.encode("utf-8")) for piece in kept))
+
+
+@dataclass(frozen=True)
 class _Chrome:
     """One language's templates; ``html`` is compiled once (MJML and CSS done), see the top."""
 
     html: Template
+    section: Template  # one group of ``html`` (its heading and posts), compiled with it
     post: Template  # one post of ``html``, compiled with it
     html_source: Template  # the MJML template itself, for the per-message reference pipeline
     styles: str  # the page's <style> elements, to style teacher HTML with
@@ -228,6 +242,8 @@ class Renderer:
         self._calendar = functools.lru_cache(maxsize=_POSTS_CACHED)(self._events_calendar)
         # Posts rendered, HTML (Markup) and text, the least recently used dropped first.
         self._posts: OrderedDict[tuple[object, ...], str | _PostLines] = OrderedDict()
+        # Groups rendered (a heading and its posts' HTML), as the page's pieces they make.
+        self._sections: OrderedDict[tuple[object, ...], _Section] = OrderedDict()
         self._pages: OrderedDict[tuple[object, ...], _Page] = OrderedDict()  # by shared content
         # Marks a post's place in a rendered page; random, so no text in a mail can forge one.
         self._mark = f"\U000f0000{secrets.token_hex(8)}\U000f0000"
@@ -448,28 +464,31 @@ class Renderer:
         chrome = self._chrome[locale]
         context = self._context(shared, locale, tz, now)
         subject = _header_text(chrome.subject.render(context))
-        # Each post's HTML is a mark in the page, replaced by the post's cached string; so is
-        # each personal link, which each mail fills in.
+        # Each group (its heading and posts) is a mark in the page, replaced by the group's
+        # cached pieces; so is each personal link, which each mail fills in.
         pieces = chrome.html.render(context, subject=subject).split(self._mark)
-        posts = context["rendered_posts"]
+        sections: list[_Section] = context["rendered_sections"]
         segments: list[str] = []
         personal: list[tuple[int, str]] = []
+        shared_size = 0
         # The document's head (styles, title) is the same in every page of a school's week: a
         # piece of its own, it is encoded once for all of them (digest.mime.encoded_pieces).
         head, body, rest = pieces[0].partition("<body")
         if body:
             segments.append(head)
+            shared_size += len(head.encode("utf-8"))
             pieces[0] = body + rest
         for odd, piece in zip(itertools.cycle((False, True)), pieces, strict=False):
-            if odd and piece in _PERSONAL:
+            if not odd:
+                segments.append(piece)
+                shared_size += len(piece.encode("utf-8"))
+            elif piece in _PERSONAL:
                 personal.append((len(segments), piece))
-            segments.append(posts[int(piece)] if odd and piece not in _PERSONAL else piece)
-        own = {index for index, _ in personal}
-        shared_size = sum(
-            len(segment.encode("utf-8"))
-            for index, segment in enumerate(segments)
-            if index not in own
-        )
+                segments.append(piece)
+            else:
+                section = sections[int(piece)]
+                segments.extend(section.pieces)
+                shared_size += section.size
         page = _Page(context, subject, tuple(segments), tuple(personal), shared_size)
         self._pages[key] = page
         if len(self._pages) > self._pages_cached:
@@ -526,7 +545,7 @@ class Renderer:
         source = source.replace(_POST_INCLUDE, f"{_POST_MARK}{post}{_POST_MARK}")
         page = _lean_reset(mjml2html(_statements_as_comments(source), fonts={}))
         before, post, after = _comments_as_statements(self._inliner.inline(page)).split(_POST_MARK)
-        html = f"{before}{{{{ post_html(post, section) }}}}{after}"
+        html, section = _section_apart(f"{before}{{{{ post_html(post, section) }}}}{after}")
         text = loader.get_source(text_env, "newsletter.txt.j2")[0]
         if text.count(_TEXT_INCLUDE) != 1:
             raise ValueError(f"newsletter.txt.j2 must hold {_TEXT_INCLUDE} once")
@@ -535,6 +554,7 @@ class Renderer:
         text_post = loader.get_source(text_env, _TEXT_POST_TEMPLATE)[0]
         return _Chrome(
             html=html_env.from_string(_translated(html, catalogue)),
+            section=html_env.from_string(_translated(section, catalogue)),
             post=html_env.from_string(_translated(post, catalogue)),
             html_source=html_env.get_template("newsletter.mjml.j2"),
             styles="".join(_STYLE.findall(_CONDITIONAL.sub("", page))),
@@ -605,12 +625,36 @@ class Renderer:
             if not isinstance(html, str):  # not rendered yet
                 html = Markup(chrome.post.render(context, post=post, section=section))
                 self._cache_post(key, html)
-            if reference:
-                return Markup(html)
-            rendered_posts.append(html)
-            return Markup(f"{self._mark}{len(rendered_posts) - 1}{self._mark}")
+            return Markup(html)
 
-        rendered_posts: list[str] = []
+        def section_html(section: GroupSection) -> Markup:
+            # A group's heading and posts, the same in every page that holds this group with
+            # these posts: the page's pieces they make are rendered once for all those pages.
+            key = (locale, is_post, tz, now, section)
+            rendered = self._sections.get(key)
+            if rendered is None:
+                posts_here: list[str] = []
+
+                def post_mark(post: PostContent, section: GroupSection) -> Markup:
+                    posts_here.append(post_html(post, section))
+                    return Markup(f"{self._mark}{len(posts_here) - 1}{self._mark}")
+
+                cut = chrome.section.render(context, section=section, post_html=post_mark)
+                rendered = _Section.of(
+                    posts_here[int(piece)] if odd else piece
+                    for odd, piece in zip(
+                        itertools.cycle((False, True)), cut.split(self._mark), strict=False
+                    )
+                )
+                self._sections[key] = rendered
+                if len(self._sections) > _POSTS_CACHED:
+                    self._sections.popitem(last=False)
+            else:
+                self._sections.move_to_end(key)
+            rendered_sections.append(rendered)
+            return Markup(f"{self._mark}{len(rendered_sections) - 1}{self._mark}")
+
+        rendered_sections: list[_Section] = []
 
         def post_text(item: _PlainPost) -> str:
             if reference:
@@ -649,7 +693,8 @@ class Renderer:
             "domain": _domain,
             "teacher_html": teacher_html,
             "post_html": post_html,
-            "rendered_posts": rendered_posts,
+            "section_html": section_html,
+            "rendered_sections": rendered_sections,
             "post_text": post_text,
             "rendered_texts": rendered_texts,
             "shown_photos": _shown_photos,
@@ -874,6 +919,25 @@ _POST_INCLUDE = '{% include "newsletter_post.mjml.j2" %}'
 _POST_MARK = "<!--post-->"
 _TEXT_POST_TEMPLATE = "newsletter_post.txt.j2"
 _TEXT_INCLUDE = '{% include "newsletter_post.txt.j2" %}'
+
+
+_SECTION_LOOP = "{% for section in content.sections %}"
+_LOOP_TAG = re.compile(r"\{%-?\s*(for|endfor)\b.*?%\}", re.S)
+
+
+def _section_apart(html: str) -> tuple[str, str]:
+    """The compiled page with its loop over the groups calling ``section_html``, and the loop's
+    body: one group, rendered once for every page that holds it (``Renderer._context``)."""
+    if html.count(_SECTION_LOOP) != 1:
+        raise ValueError(f"newsletter.mjml.j2 must hold {_SECTION_LOOP} once")
+    start = html.index(_SECTION_LOOP) + len(_SECTION_LOOP)
+    depth = 1
+    for tag in _LOOP_TAG.finditer(html, start):
+        depth += 1 if tag.group(1) == "for" else -1
+        if depth == 0:
+            page = f"{html[:start]}{{{{ section_html(section) }}}}{html[tag.start() :]}"
+            return page, html[start : tag.start()]
+    raise ValueError(f"newsletter.mjml.j2: {_SECTION_LOOP} has no {{% endfor %}}")
 
 
 def _statements_as_comments(source: str) -> str:
