@@ -124,8 +124,8 @@ def statistics_warning(engine: Engine) -> str | None:
     """Why PostgreSQL would plan our queries without statistics, as a sentence; else None.
 
     Autovacuum analyzes a table once a tenth of it changed. Where it is off, the planner keeps
-    guessing: it takes half of ``recipients`` to match a batch of a hundred deliveries and
-    joins every guardian to find them (``bench/edition.py``, 100,000 guardians: 25–50 ms a batch
+    guessing: it took half of ``recipients`` to match a batch of a hundred deliveries and
+    joined every guardian to find them (``bench/edition.py``, 100,000 guardians: 25–50 ms a batch
     instead of 2, planning 11.6 s instead of 7.2, the edition a quarter slower). SQLite: None.
     """
     if engine.dialect.name != "postgresql":

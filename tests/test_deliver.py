@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import email
 import mailbox
 import shutil
@@ -143,6 +144,40 @@ def test_the_next_batch_goes_out_while_the_last_mails_of_a_batch_wait_for_their_
     ]
     assert {status for status, _ in statuses(sessions).values()} == {"sent"}
     assert smtp_server.peak["DATA"] == 2
+
+
+def test_a_rate_limited_worker_claims_only_what_it_sends_before_its_lease_runs_out(
+    sessions, smtp_server: SmtpServer
+):
+    # 24 parents, 12 mails a second per worker, a lease of 1 s. A worker that claimed all 24 at
+    # once would still hold about 12 when its lease ran out, and a second worker starting then
+    # would send those again. It claims what it sends in half a lease, less what it holds
+    # rendered and on its connection: 4 at a time. So each parent gets one mail.
+    prepare(sessions, one_class(24))
+    settings = load_settings(
+        mail_from="nieuwsbrief@digest.example",
+        base_url="https://digest.example",
+        send_rate=12,
+        lease_seconds=1,
+    )
+
+    async def worker(start_after: float) -> Any:
+        await asyncio.sleep(start_after)
+        transport = open_transport(smtp_server.url(), pool_size=1, timeout=2, deadline=5)
+        try:
+            return await Deliverer(sessions, transport, settings, concurrency=1).run(CUTOFF)
+        finally:
+            await transport.close()
+
+    async def both() -> list[Any]:
+        return await asyncio.gather(worker(0), worker(1.25))
+
+    first, second = on_event_loop(both())
+    assert sorted(m.rcpt_tos[0] for m in smtp_server.messages) == sorted(
+        f"p{n}@ouders.example" for n in range(24)
+    )
+    assert first.counts["sent"] + second.counts.get("sent", 0) == 24
+    assert {status for status, _ in statuses(sessions).values()} == {"sent"}
 
 
 def test_a_mail_that_fails_to_render_ends_the_pass_after_the_others_are_recorded(
