@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from itsdangerous import BadSignature, SignatureExpired, URLSafeSerializer, URLSafeTimedSerializer
+from itsdangerous import (
+    BadSignature,
+    SignatureExpired,
+    Signer,
+    TimestampSigner,
+    URLSafeSerializer,
+    URLSafeTimedSerializer,
+)
 from itsdangerous.encoding import base64_encode
 from itsdangerous.url_safe import URLSafeSerializerMixin
 
@@ -28,13 +35,38 @@ class _Uncompressed(URLSafeSerializerMixin):
     def dump_payload(self, obj: Any) -> bytes:
         return base64_encode(super(URLSafeSerializerMixin, self).dump_payload(obj))
 
+    def make_signer(self, salt: str | bytes | None = None) -> Signer:
+        # One signer per salt, made once: itsdangerous makes a new one for every token, and
+        # a mail carries two tokens and one more per photo.
+        signers: dict[str | bytes | None, Signer] = self.__dict__.setdefault("_signers", {})
+        signer = signers.get(salt)
+        if signer is None:
+            signer = signers[salt] = super().make_signer(salt)
+        return signer
+
+
+class _KeyOnce(Signer):
+    """Derives its signing key once, where itsdangerous derives it again for every signature."""
+
+    def derive_key(self, secret_key: str | bytes | None = None) -> bytes:
+        if secret_key is not None:  # checking a token: each key of a rotation in turn
+            return super().derive_key(secret_key)
+        derived: bytes | None = self.__dict__.get("_derived")
+        if derived is None:
+            derived = self._derived = super().derive_key()
+        return derived
+
+
+class _TimestampKeyOnce(_KeyOnce, TimestampSigner):
+    pass
+
 
 class _Serializer(_Uncompressed, URLSafeSerializer):
-    pass
+    default_signer = _KeyOnce
 
 
 class _TimedSerializer(_Uncompressed, URLSafeTimedSerializer):
-    pass
+    default_signer = _TimestampKeyOnce
 
 
 class LinkExpired(Exception):
