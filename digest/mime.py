@@ -147,20 +147,30 @@ def header(name: str, value: str) -> str:
 
 
 def quoted_printable(text: str) -> bytes:
-    """UTF-8 quoted-printable with CRLF line ends and a final line end (lines ≤ 76)."""
+    """UTF-8 quoted-printable with CRLF line ends and a final line end (lines ≤ 76).
+
+    No line starts with a dot ("=2E" instead), so SMTP has no dots to double in our parts: that
+    took a copy of every mail as it was sent (``digest.transports.send_data``).
+    """
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
     if not text.endswith("\n"):
         text += "\n"
     encoded = binascii.b2a_qp(text.encode("utf-8"), istext=True)
+    if b"\n." in encoded:
+        encoded = encoded.replace(b"\n.", b"\n=2E")
+    if encoded.startswith(b"."):
+        encoded = b"=2E" + encoded[1:]
     lines = encoded.split(b"\n")
-    if max(map(len, lines)) > 76:  # b2a_qp can end a line with "=20" one column too far
+    # b2a_qp can end a line with "=20" one column too far, and a "=2E" makes a line longer.
+    if max(map(len, lines)) > 76:
         encoded = b"\n".join(map(_fold_qp_line, lines))
     return encoded.replace(b"\n", b"\r\n")
 
 
 def _fold_qp_line(line: bytes) -> bytes:
-    """An encoded line of more than 76 characters broken with soft line breaks, never in "=XX"."""
+    """An encoded line of more than 76 characters broken with soft line breaks, never in "=XX",
+    and never before a dot (which is encoded instead)."""
     folded = []
     while len(line) > 76:
         cut = 75
@@ -170,6 +180,8 @@ def _fold_qp_line(line: bytes) -> bytes:
             cut -= 2
         folded.append(line[:cut] + b"=")
         line = line[cut:]
+        if line.startswith(b"."):
+            line = b"=2E" + line[1:]
     folded.append(line)
     return b"\n".join(folded)
 
