@@ -200,9 +200,11 @@ def qp_piece(piece: str) -> bytes:
     head, _, last = encoded.rpartition(b"\r\n")
     if len(last) < 76:
         return encoded + b"=\r\n"
-    # The "=" would make the last line 77 long: break it once more, never inside "=XX".
+    # The "=" would make the last line 77 long: break it once more, never inside "=XX", and
+    # a dot that would start the new line encoded.
     cut = -3 if last[-3:-2] == b"=" else -1
-    return (head + b"\r\n" if head else b"") + last[:cut] + b"=\r\n" + last[cut:] + b"=\r\n"
+    tail = b"=2E" if last[cut:] == b"." else last[cut:]
+    return (head + b"\r\n" if head else b"") + last[:cut] + b"=\r\n" + tail + b"=\r\n"
 
 
 # A piece that recurs: a post's HTML in many pages, a post's paragraph in many mails.

@@ -160,6 +160,7 @@ def test_quoted_printable_keeps_trailing_spaces_dots_and_long_lines() -> None:
     text = "regel met spatie \n.\n" + "x" * 300 + "\n=3D is geen code\nlaatste"
     data = mime.build_mail([("Subject", "t")], text, "<p>" + "é" * 500 + "</p>")
     assert_wire_format(data)
+    assert b"\r\n." not in data  # the line "." is "=2E": SMTP has no dot to double
     message = parse(data)
     assert body_of(message, "plain") == text + "\n"
     assert body_of(message, "html") == "<p>" + "é" * 500 + "</p>\n"
@@ -184,6 +185,7 @@ def test_pieces_encoded_apart_decode_to_their_concatenation(seed: int) -> None:
         encoded = mime.quoted_printable_pieces(given)
         for line in encoded.split(b"\r\n"):
             assert len(line) <= 76, line
+            assert not line.startswith(b"."), line  # "=2E" instead, where a line break falls
         whole = binascii.a2b_qp(encoded).decode("utf-8").replace("\r\n", "\n")
         assert whole == (expected if expected.endswith("\n") else expected + "\n")
 
