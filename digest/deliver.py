@@ -61,8 +61,8 @@ UNRECORDED_PER_SLOT = 2
 # of them) before it is written: fewer, larger transactions, the bound above unchanged.
 GROUP_COMMIT_SECONDS = 0.02
 # Rows claimed at a time. Each batch loads its posts, their photos and consent, and builds and
-# renders each post again; with 100 rows a batch, that was about 4 % of an edition's instructions
-# more than with 300 (callgrind, bench/edition.py's 10,000 guardians).
+# renders each post again: with 100 rows a batch, an edition took about 3 % more instructions a
+# mail than with 300 (callgrind, bench/edition.py's 10,000 guardians).
 BATCH_SIZE = 300
 
 
