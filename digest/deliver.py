@@ -60,10 +60,6 @@ UNRECORDED_PER_SLOT = 2
 # How long the first outcome of a group commit waits for others (at most a connection's worth
 # of them) before it is written: fewer, larger transactions, the bound above unchanged.
 GROUP_COMMIT_SECONDS = 0.02
-# Rows claimed at a time. Each batch loads its posts, their photos and consent, and builds and
-# renders each post again: with 100 rows a batch, an edition took about 3 % more instructions a
-# mail than with 300 (callgrind, bench/edition.py's 10,000 guardians).
-BATCH_SIZE = 300
 
 
 @dataclass
@@ -258,7 +254,7 @@ class Deliverer:
         settings: Settings,
         renderer: Renderer | None = None,
         *,
-        batch_size: int = BATCH_SIZE,
+        batch_size: int | None = None,
         concurrency: int | None = None,
         signer: Callable[[bytes], bytes] | None = None,
         group_commit_seconds: float = GROUP_COMMIT_SECONDS,
@@ -270,9 +266,9 @@ class Deliverer:
         self.renderer = renderer or Renderer(settings)
         self.links = Links(settings)
         self.concurrency = concurrency or settings.send_concurrency
-        self.batch_size = batch_size
+        self.batch_size = batch_size or settings.send_batch
         if settings.send_rate > 0:
-            self.batch_size = self._rate_limited_batch(batch_size)
+            self.batch_size = self._rate_limited_batch(self.batch_size)
         self.signer = signer
         self.group_commit_seconds = group_commit_seconds
         self.lease = timedelta(seconds=settings.lease_seconds)

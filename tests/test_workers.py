@@ -275,7 +275,8 @@ def test_two_workers_and_a_concurrent_run_deliver_each_address_exactly_once(
 ):
     everyone = addresses(300)
     load(sessions, len(everyone), plan=False)  # ``digest run`` plans while the workers poll
-    env = environment(db_url, smtp_server, DIGEST_SEND_CONCURRENCY="4")
+    # Batches of 100, so the three processes have three to share.
+    env = environment(db_url, smtp_server, DIGEST_SEND_CONCURRENCY="4", DIGEST_SEND_BATCH="100")
 
     def open_rows() -> int:
         with sessions() as session:
