@@ -279,8 +279,9 @@ class Deliverer:
         """As many rows as a rate-limited worker sends in half a lease, all it holds counted.
 
         A row still waiting when its lease runs out is claimed, and sent, by another worker
-        too. A worker holds its batch, the next one's rows rendered ahead and on its connections
-        (a connection's worth each), so the batch is what half a lease sends less those.
+        too. Besides its batch, a worker holds rows of the batch before: up to a connection's
+        worth rendered ahead and a connection's worth on its connections (``_Flow``). So the
+        batch is what half a lease sends, less those.
         """
         settings = self.settings
         in_half_a_lease = int(settings.send_rate * settings.lease_seconds / 2)

@@ -78,6 +78,9 @@ TEXT_WIDTH = 72
 # How many posts' rendered pieces each cache keeps. An edition goes school by school (rows in
 # planning order), so a few schools' worth is enough; more would only grow the memory.
 _POSTS_CACHED = 512
+# How many groups (a heading and its posts, see ``_Section``) the renderer keeps: a school has a
+# few dozen, and a batch of rows (DIGEST_SEND_BATCH) holds a few schools.
+_SECTIONS_CACHED = 256
 # How many pages (the mail of one mix of posts, but for its personal links) the renderer keeps.
 # A school's parents share a few dozen mixes (65 at most in a school of 1,500 guardians), and an
 # edition goes school by school. A page holds about 60 KB with its encoded parts.
@@ -647,7 +650,7 @@ class Renderer:
                     )
                 )
                 self._sections[key] = rendered
-                if len(self._sections) > _POSTS_CACHED:
+                if len(self._sections) > _SECTIONS_CACHED:
                     self._sections.popitem(last=False)
             else:
                 self._sections.move_to_end(key)
