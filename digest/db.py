@@ -28,7 +28,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         # Python's sqlite3 keeps 128 prepared statements a connection, and ours differ by the
         # length of their IN lists: the pool's connections then grew with the board (peak RSS
         # of bench/edition.py's process, 10,000 → 100,000 guardians: 131 → 157 MB, 1.20×; with
-        # 16, 128 → 151 MB, 1.17×, for 0.05 % more instructions).
+        # 16, 128 → 150–151 MB, 1.17–1.18×, for 0.05 % more instructions).
         connect_args = kwargs.setdefault("connect_args", {})
         connect_args.setdefault("cached_statements", 16)
     engine = create_engine(url, **kwargs)
