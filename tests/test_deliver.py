@@ -149,16 +149,17 @@ def test_the_next_batch_goes_out_while_the_last_mails_of_a_batch_wait_for_their_
 def test_a_rate_limited_worker_claims_only_what_it_sends_before_its_lease_runs_out(
     sessions, smtp_server: SmtpServer
 ):
-    # 24 parents, 12 mails a second per worker, a lease of 1 s. A worker that claimed all 24 at
+    # 24 parents, 6 mails a second per worker, a lease of 2 s. A worker that claimed all 24 at
     # once would still hold about 12 when its lease ran out, and a second worker starting then
     # would send those again. It claims what it sends in half a lease, less what it holds
-    # rendered and on its connection: 4 at a time. So each parent gets one mail.
+    # rendered and on its connection: 4 at a time, 6 held at most, a second's sending. So each
+    # parent gets one mail.
     prepare(sessions, one_class(24))
     settings = load_settings(
         mail_from="nieuwsbrief@digest.example",
         base_url="https://digest.example",
-        send_rate=12,
-        lease_seconds=1,
+        send_rate=6,
+        lease_seconds=2,
     )
 
     async def worker(start_after: float) -> Any:
@@ -170,7 +171,7 @@ def test_a_rate_limited_worker_claims_only_what_it_sends_before_its_lease_runs_o
             await transport.close()
 
     async def both() -> list[Any]:
-        return await asyncio.gather(worker(0), worker(1.25))
+        return await asyncio.gather(worker(0), worker(2.5))
 
     first, second = on_event_loop(both())
     assert sorted(m.rcpt_tos[0] for m in smtp_server.messages) == sorted(
