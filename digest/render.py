@@ -31,7 +31,7 @@ from email.message import EmailMessage
 from email.policy import SMTP, Policy
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 from urllib.parse import quote, urlsplit
 from zoneinfo import ZoneInfo
 
@@ -182,6 +182,34 @@ class _Page:
     text_wire: list[str | bytes] | None = None
 
 
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+class _Recent(OrderedDict[_K, _V]):
+    """At most ``size`` entries, the least recently used dropped first.
+
+    Not cleared all at once: that made the school being sent render its posts again (a third of
+    the post renders of an edition).
+    """
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def recent(self, key: _K) -> _V | None:
+        """The entry at ``key``, now the most recently used; None when there is none."""
+        found = self.get(key)
+        if found is not None:
+            self.move_to_end(key)
+        return found
+
+    def keep(self, key: _K, value: _V) -> None:
+        self[key] = value
+        if len(self) > self.size:
+            self.popitem(last=False)
+
+
 @dataclass(frozen=True)
 class _Section:
     """A group rendered for the page: its heading and posts, as the page's pieces they make."""
@@ -222,7 +250,6 @@ class Renderer:
     ) -> None:
         """``pages_cached``: how many pages (see ``_page``) to keep; 0 renders each mail whole."""
         self._settings = settings
-        self._pages_cached = pages_cached
         self._templates_dir = templates_dir or templates_path()
         self._locale_dir = self._templates_dir / "locale"
         self._inliner = css_inline.CSSInliner(
@@ -244,10 +271,10 @@ class Renderer:
         self._overview = functools.lru_cache(maxsize=_POSTS_CACHED)(self._overview_text)
         self._calendar = functools.lru_cache(maxsize=_POSTS_CACHED)(self._events_calendar)
         # Posts rendered, HTML (Markup) and text, the least recently used dropped first.
-        self._posts: OrderedDict[tuple[object, ...], str | _PostLines] = OrderedDict()
+        self._posts: _Recent[tuple[object, ...], str | _PostLines] = _Recent(_POSTS_CACHED)
         # Groups rendered (a heading and its posts' HTML), as the page's pieces they make.
-        self._sections: OrderedDict[tuple[object, ...], _Section] = OrderedDict()
-        self._pages: OrderedDict[tuple[object, ...], _Page] = OrderedDict()  # by shared content
+        self._sections: _Recent[tuple[object, ...], _Section] = _Recent(_SECTIONS_CACHED)
+        self._pages: _Recent[tuple[object, ...], _Page] = _Recent(pages_cached)  # by shared content
         # Marks a post's place in a rendered page; random, so no text in a mail can forge one.
         self._mark = f"\U000f0000{secrets.token_hex(8)}\U000f0000"
 
@@ -460,9 +487,8 @@ class Renderer:
             unsubscribe_url=self._mark_if(content.unsubscribe_url, "unsubscribe_url"),
         )
         key = (locale, now, *(getattr(shared, name) for name in _SHARED_FIELDS))
-        page = self._pages.get(key)
+        page = self._pages.recent(key)
         if page is not None:
-            self._pages.move_to_end(key)
             return page
         chrome = self._chrome[locale]
         context = self._context(shared, locale, tz, now)
@@ -493,9 +519,7 @@ class Renderer:
                 segments.extend(section.pieces)
                 shared_size += section.size
         page = _Page(context, subject, tuple(segments), tuple(personal), shared_size)
-        self._pages[key] = page
-        if len(self._pages) > self._pages_cached:
-            self._pages.popitem(last=False)
+        self._pages.keep(key, page)
         return page
 
     def reference_html(
@@ -624,17 +648,17 @@ class Renderer:
         def post_html(post: PostContent, section: GroupSection) -> Markup:
             # The same for every parent who gets this post in this language this week.
             key = ("html", locale, is_post, section.name, tz, now, post)
-            html = self._cached_post(key)
+            html = self._posts.recent(key)
             if not isinstance(html, str):  # not rendered yet
                 html = Markup(chrome.post.render(context, post=post, section=section))
-                self._cache_post(key, html)
+                self._posts.keep(key, html)
             return Markup(html)
 
         def section_html(section: GroupSection) -> Markup:
             # A group's heading and posts, the same in every page that holds this group with
             # these posts: the page's pieces they make are rendered once for all those pages.
             key = (locale, is_post, tz, now, section)
-            rendered = self._sections.get(key)
+            rendered = self._sections.recent(key)
             if rendered is None:
                 posts_here: list[str] = []
 
@@ -649,11 +673,7 @@ class Renderer:
                         itertools.cycle((False, True)), cut.split(self._mark), strict=False
                     )
                 )
-                self._sections[key] = rendered
-                if len(self._sections) > _SECTIONS_CACHED:
-                    self._sections.popitem(last=False)
-            else:
-                self._sections.move_to_end(key)
+                self._sections.keep(key, rendered)
             rendered_sections.append(rendered)
             return Markup(f"{self._mark}{len(rendered_sections) - 1}{self._mark}")
 
@@ -663,10 +683,10 @@ class Renderer:
             if reference:
                 return chrome.text_post.render(context, item=item)
             key = ("text", locale, is_post, tz, now, item.post)
-            text = self._cached_post(key)
+            text = self._posts.recent(key)
             if text is None:
                 text = _PostLines.of(chrome.text_post.render(context, item=item))
-                self._cache_post(key, text)
+                self._posts.keep(key, text)
             if isinstance(text, str):
                 return text  # goes in as it is, wrapped with the page
             # A line of its own in the page, between the blank lines the post starts and
@@ -704,19 +724,6 @@ class Renderer:
             "hidden_photos": _hidden_photos,
         }
         return context
-
-    def _cached_post(self, key: tuple[object, ...]) -> str | _PostLines | None:
-        found = self._posts.get(key)
-        if found is not None:
-            self._posts.move_to_end(key)
-        return found
-
-    def _cache_post(self, key: tuple[object, ...], rendered: str | _PostLines) -> None:
-        # Least recently used out: clearing all at once made the school being sent render its
-        # posts again (a third of the post renders of an edition).
-        self._posts[key] = rendered
-        if len(self._posts) > _POSTS_CACHED:
-            self._posts.popitem(last=False)
 
     # --- the message --------------------------------------------------------------------------
 
