@@ -715,7 +715,6 @@ class Renderer:
             "span_unbroken": span_unbroken,
             "domain": _domain,
             "teacher_html": teacher_html,
-            "post_html": post_html,
             "section_html": section_html,
             "rendered_sections": rendered_sections,
             "post_text": post_text,
