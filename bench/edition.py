@@ -55,6 +55,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -212,10 +213,11 @@ def child_edition(url: str, port: int, workers: int, planning: str) -> dict[str,
 
     ``planning`` ``first``: this process plans every school, one after the other, and then
     delivers. ``scheduler``: it works as ``digest scheduler`` with its embedded worker on a
-    Friday, when every school's weekly job is due at once: APScheduler's ``AsyncIOExecutor`` runs
-    each (synchronous) job in the event loop's default executor, six threads here, and each job,
-    its plan committed, kicks the worker's ``deliver`` job, the scheduler's own ``deliver_due``,
-    which runs in the loop and goes round again while plans arrive. Either way ``workers`` − 1
+    Friday, when every school's weekly job is due at once: each job plans its school in the
+    scheduler's planning threads (``scheduler.service.PLANNERS`` of them, as
+    ``weekly_edition`` does), and, its plan committed, kicks the worker's ``deliver`` job, the
+    scheduler's own ``deliver_due``, which runs in the loop and goes round again while plans
+    arrive. Either way ``workers`` − 1
     ``digest worker`` processes deliver beside it from the first commit.
     """
     from generate import CUTOFF
@@ -274,7 +276,10 @@ def child_edition(url: str, port: int, workers: int, planning: str) -> dict[str,
             loop.call_soon_threadsafe(kick)
             return planned
 
-        planned = await asyncio.gather(*(loop.run_in_executor(None, job, s) for s in schools))
+        with ThreadPoolExecutor(service.PLANNERS) as planners:  # as ``Runtime.planners``
+            planned = await asyncio.gather(
+                *(loop.run_in_executor(planners, job, s) for s in schools)
+            )
         while passes:  # the passes the last plans kicked, until one finds nothing to send
             await passes.pop(0)
         return sum(planned)

@@ -23,9 +23,12 @@ the edition's unique key with the school row's lock turn the second run into a n
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import logging
 import signal
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -58,6 +61,9 @@ SYNC_SECONDS = 60.0
 HEARTBEAT_SECONDS = 15.0
 RUN_FAILED_RETRY = timedelta(minutes=5)
 JOB_TABLE = "apscheduler_jobs"
+# Schools planned at once when their weekly runs are due together (a board's Friday): more
+# would only take turns for the interpreter, each holding its school's data meanwhile.
+PLANNERS = 2
 
 
 def edition_job_id(school_id: str) -> str:
@@ -95,6 +101,12 @@ class Runtime:
     delivering: asyncio.Lock = field(default_factory=asyncio.Lock)
     again: bool = False
     pulse: Pulse | None = None
+    # The weekly runs' threads. Not the event loop's default executor, where APScheduler runs
+    # the other synchronous jobs and asyncio resolves host names: a Friday's plans, queued
+    # there, kept the heartbeat and the relay's address waiting behind them.
+    planners: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(PLANNERS, thread_name_prefix="plan")
+    )
 
     @property
     def grace(self) -> timedelta:
@@ -102,7 +114,11 @@ class Runtime:
 
     def kick(self) -> None:
         """Start the embedded worker's ``deliver`` job now (no-op without it)."""
-        if self.deliverer is not None and self.scheduler.get_job("deliver") is not None:
+        if (
+            self.deliverer is not None
+            and self.scheduler.running
+            and self.scheduler.get_job("deliver") is not None
+        ):
             self.scheduler.modify_job("deliver", next_run_time=datetime.now(UTC))
 
 
@@ -123,11 +139,18 @@ def install(runtime: Runtime | None) -> None:
 # Entry points, referenced by name from the job store ("scheduler.service:weekly_edition").
 
 
-def weekly_edition(school_id: str) -> None:
-    """Plan the school's edition due now; the worker sends it."""
+async def weekly_edition(school_id: str) -> None:
+    """Plan the school's edition due now, in one of the planning threads; the worker sends it."""
     runtime = _current()
-    run = jobs.run_scheduled_edition(
-        runtime.sessions, school_id, runtime.clock(), grace=runtime.grace
+    plan = functools.partial(
+        jobs.run_scheduled_edition,
+        runtime.sessions,
+        school_id,
+        runtime.clock(),
+        grace=runtime.grace,
+    )
+    run = await asyncio.get_running_loop().run_in_executor(
+        runtime.planners, functools.partial(contextvars.copy_context().run, plan)
     )
     if run.result is not None:
         runtime.kick()
@@ -414,10 +437,14 @@ async def serve(
         if ready is not None:
             ready()
         await stopping.wait()
-        log.info("scheduler stopping: finishing the sends in flight")
+        log.info("scheduler stopping: finishing the sends and the plans in flight")
         scheduler.pause()
         if runtime.deliverer is not None:
             runtime.deliverer.stop()
+        # The weekly runs started or waiting for a thread are planned all the same: their
+        # jobs' next run is next week's, so one dropped here would be a week without mail.
+        await asyncio.get_running_loop().run_in_executor(None, runtime.planners.shutdown)
+        if runtime.deliverer is not None:
             async with runtime.delivering:  # waits for the pass in flight to end
                 pass
     finally:

@@ -411,6 +411,85 @@ def test_a_restart_beyond_the_grace_sends_nothing_and_alerts_the_administrators(
     assert "missed_run school s1" in result.output and "approve it to send it now" in result.output
 
 
+def board(due: list[str], early: str) -> dict[str, Any]:
+    """Schools ``due`` (weekly run Friday 16:00) and ``early`` (Wednesday 16:00), one newsletter
+    parent each per class, a post in each class this week."""
+    arrays: dict[str, list[dict[str, Any]]] = {
+        "schools": [],
+        "groups": [],
+        "children": [],
+        "guardians": [],
+        "posts": [],
+    }
+    for school_id in [*due, early]:
+        weekday = "wednesday" if school_id == early else "friday"
+        arrays["schools"].append(school(school_id, digest_weekday=weekday))
+        arrays["groups"].append(group(f"{school_id}-g5", school_id))
+        for n in range(3):
+            kid, parent = f"{school_id}-c{n}", f"{school_id}-p{n}"
+            arrays["children"].append(child(kid, [f"{school_id}-g5"], school_id))
+            arrays["guardians"].append(guardian(parent, [kid], school_id))
+        arrays["posts"].append(
+            post(f"{school_id}-m1", f"{school_id}-g5", "2026-11-23T10:00:00+01:00")
+        )
+    return document(**arrays)
+
+
+@pytest.mark.parametrize(
+    "engine", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
+)
+def test_while_a_fridays_plans_wait_the_embedded_worker_sends_and_stopping_plans_them_all(
+    engine, sessions, smtp_server: SmtpServer
+) -> None:
+    # Eight schools' weekly runs fire at once, and each plan waits: their school rows are
+    # locked (a slow plan, a busy database). More waiting plans than the event loop's default
+    # executor has threads (six here): that was where the runs went, and the embedded
+    # worker's group commits behind them, so no mail was recorded until every plan was done.
+    # Now the runs have threads of their own: Wednesday's edition, queued, is sent and
+    # recorded meanwhile. And a stop plans every run that fired before the process ends: a
+    # fired job's next run is next week's, so a plan dropped there is a week without mail.
+    due = [f"s{n}" for n in range(8)]
+    load(sessions, board(due, "w1"))
+    wednesday = parse_instant("2026-11-25T16:00", "Europe/Amsterdam")
+    jobs.run_scheduled_edition(sessions, "w1", wednesday, grace=GRACE)
+    settings = settings_for(smtp_server, misfire_grace_hours=6)
+    with time_machine.travel(local("2026-11-26T12:00"), tick=True):
+        run_scheduler_until(engine, sessions, settings, lambda: True, worker=False)
+
+    locker = engine.connect()
+    hold = locker.begin()
+    locker.execute(select(School.id).where(School.id.in_(due)).with_for_update())
+    released: list[str] = []
+
+    def release(by: str) -> None:
+        if not released:
+            released.append(by)
+            hold.commit()
+
+    timer = threading.Timer(20, release, args=["the timer"])  # so that a failure cannot hang
+    timer.start()
+
+    def wednesday_sent() -> bool:
+        with sessions() as session:
+            rows = session.scalars(select(Delivery.status).where(Delivery.school_id == "w1")).all()
+        if len(rows) == 3 and set(rows) == {DeliveryStatus.SENT}:
+            release("the test")
+            return True
+        return False
+
+    try:
+        with time_machine.travel(local("2026-11-27T16:00:30"), tick=True):
+            run_scheduler_until(engine, sessions, settings, wednesday_sent)
+    finally:
+        timer.cancel()
+        release("the end")
+        locker.close()
+    assert released == ["the test"], "Wednesday's mails waited for the Friday plans"
+    assert received(smtp_server)["w1-p0@ouders.example"] == 1
+    planned = {e.school_id for e in editions(sessions) if e.cutoff == CUTOFF}
+    assert planned == set(due)
+
+
 def str_url(engine: Engine) -> str:
     return engine.url.render_as_string(hide_password=False)
 
