@@ -313,22 +313,25 @@ class Deliverer:
     ) -> SendReport:
         """Send everything due at ``at``; each row ends sent, failed, retry, expired or skipped.
 
-        Batches overlap: the next one is claimed and read, in a thread, as soon as every mail
-        of the current one is rendered, while its last mails are still with the server, so the
-        server is not left waiting between batches (nor the connections at the end of each).
+        Batches overlap: the next one is claimed and read as soon as every mail of the current
+        one is rendered, while its last mails are still with the server, so the server is not
+        left waiting between batches (nor the connections at the end of each).
         """
         report = SendReport()
         flow = _Flow(self, at, report, progress)
         batches: list[asyncio.Task[None]] = []
         try:
             while not self._stopping and report.paused is None:
-                pause, prepared = await asyncio.to_thread(self._claim_prepared, at, school_id)
-                if pause is not None and pause.until is not None and pause.until > at:
-                    report.paused, report.paused_until = pause.message, pause.until
-                    break
-                if prepared is None:  # nothing left to claim
+                with self.sessions() as session, session.begin():
+                    pause = open_pause(session)
+                    if pause is not None and pause.until is not None and pause.until > at:
+                        report.paused, report.paused_until = pause.message, pause.until
+                        break
+                    ids = claim(session, at, self.batch_size, school_id, lease=self.lease)
+                if not ids:
                     break
                 flow.pause_open = flow.pause_open or pause is not None
+                prepared = self._prepare(ids, at)
                 rendered = asyncio.Event()
                 batches.append(asyncio.ensure_future(flow.send(prepared, rendered)))
                 # The next batch once this one is rendered (or has ended, if it failed).
@@ -356,21 +359,6 @@ class Deliverer:
         report.stopped = self._stopping
         self._finish_editions()
         return report
-
-    def _claim_prepared(
-        self, at: datetime, school_id: str | None
-    ) -> tuple[Alert | None, list[_Prepared] | None]:
-        """The open pause, and the next batch claimed and read: None when nothing was claimed
-        (nothing due, or a pause in force).
-
-        Run in a thread: the sends of the batch before go on while this waits for the database.
-        """
-        with self.sessions() as session, session.begin():
-            pause = open_pause(session)
-            if pause is not None and pause.until is not None and pause.until > at:
-                return pause, None
-            ids = claim(session, at, self.batch_size, school_id, lease=self.lease)
-        return pause, self._prepare(ids, at) if ids else None
 
     def _prepare(self, ids: Sequence[int], at: datetime) -> list[_Prepared]:
         """What each claimed row says (consent and deletions are checked now, not at planning)."""
