@@ -274,6 +274,11 @@ class Deliverer:
         self.lease = timedelta(seconds=settings.lease_seconds)
         self.rate = RateLimit(settings.send_rate)
         self._stopping = False
+        # On PostgreSQL claiming and reading a batch waits for the server: in a thread, the
+        # sends of the batch before go on meanwhile (0.477 -> 0.520 of raw smtplib at 100,000
+        # guardians). SQLite's work is the process's own, which a thread would not overlap:
+        # there the same ratio (0.626, 0.625), and 9 MB more peak RSS (150 -> 159 MB).
+        self._claim_in_thread = self._engine.dialect.name != "sqlite"
 
     def _rate_limited_batch(self, batch_size: int) -> int:
         """As many rows as a rate-limited worker sends in half a lease, all it holds counted.
@@ -322,16 +327,16 @@ class Deliverer:
         batches: list[asyncio.Task[None]] = []
         try:
             while not self._stopping and report.paused is None:
-                with self.sessions() as session, session.begin():
-                    pause = open_pause(session)
-                    if pause is not None and pause.until is not None and pause.until > at:
-                        report.paused, report.paused_until = pause.message, pause.until
-                        break
-                    ids = claim(session, at, self.batch_size, school_id, lease=self.lease)
-                if not ids:
+                if self._claim_in_thread:
+                    pause, prepared = await asyncio.to_thread(self._claim_prepared, at, school_id)
+                else:
+                    pause, prepared = self._claim_prepared(at, school_id)
+                if pause is not None and pause.until is not None and pause.until > at:
+                    report.paused, report.paused_until = pause.message, pause.until
+                    break
+                if prepared is None:  # nothing left to claim
                     break
                 flow.pause_open = flow.pause_open or pause is not None
-                prepared = self._prepare(ids, at)
                 rendered = asyncio.Event()
                 batches.append(asyncio.ensure_future(flow.send(prepared, rendered)))
                 # The next batch once this one is rendered (or has ended, if it failed).
@@ -359,6 +364,18 @@ class Deliverer:
         report.stopped = self._stopping
         self._finish_editions()
         return report
+
+    def _claim_prepared(
+        self, at: datetime, school_id: str | None
+    ) -> tuple[Alert | None, list[_Prepared] | None]:
+        """The open pause, and the next batch claimed and read: None when nothing was claimed
+        (nothing due, or a pause in force)."""
+        with self.sessions() as session, session.begin():
+            pause = open_pause(session)
+            if pause is not None and pause.until is not None and pause.until > at:
+                return pause, None
+            ids = claim(session, at, self.batch_size, school_id, lease=self.lease)
+        return pause, self._prepare(ids, at) if ids else None
 
     def _prepare(self, ids: Sequence[int], at: datetime) -> list[_Prepared]:
         """What each claimed row says (consent and deletions are checked now, not at planning)."""
