@@ -217,8 +217,8 @@ def child_edition(url: str, port: int, workers: int, planning: str) -> dict[str,
     scheduler's planning threads (``scheduler.service.PLANNERS`` of them, as
     ``weekly_edition`` does), and, its plan committed, kicks the worker's ``deliver`` job, the
     scheduler's own ``deliver_due``, which runs in the loop and goes round again while plans
-    arrive. Either way ``workers`` − 1
-    ``digest worker`` processes deliver beside it from the first commit.
+    arrive. Either way ``workers`` − 1 ``digest worker`` processes deliver beside it from the
+    first commit.
     """
     from generate import CUTOFF
     from sqlalchemy import event, select

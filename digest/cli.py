@@ -751,7 +751,8 @@ def serve(app: App, host: str, port: int) -> None:
 @pass_app
 def scheduler_(app: App, show: bool, no_worker: bool) -> None:
     """Run every school's weekly edition at its cutoff, per-post mails, and (unless --no-worker)
-    the delivery of what is due. SIGTERM finishes the sends in flight, then exits."""
+    the delivery of what is due. SIGTERM finishes the sends in flight and plans the weekly runs
+    that fired, then exits."""
     from digest.worker import run_loop
     from scheduler.service import format_run, next_runs, serve
 

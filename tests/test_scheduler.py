@@ -460,11 +460,13 @@ def test_while_a_fridays_plans_wait_the_embedded_worker_sends_and_stopping_plans
     hold = locker.begin()
     locker.execute(select(School.id).where(School.id.in_(due)).with_for_update())
     released: list[str] = []
+    releasing = threading.Lock()
 
     def release(by: str) -> None:
-        if not released:
-            released.append(by)
-            hold.commit()
+        with releasing:
+            if not released:
+                released.append(by)
+                hold.commit()
 
     timer = threading.Timer(20, release, args=["the timer"])  # so that a failure cannot hang
     timer.start()
@@ -485,7 +487,8 @@ def test_while_a_fridays_plans_wait_the_embedded_worker_sends_and_stopping_plans
         release("the end")
         locker.close()
     assert released == ["the test"], "Wednesday's mails waited for the Friday plans"
-    assert received(smtp_server)["w1-p0@ouders.example"] == 1
+    assert received(smtp_server) >= Counter({f"w1-p{n}@ouders.example": 1 for n in range(3)})
+    assert max(received(smtp_server).values()) == 1
     planned = {e.school_id for e in editions(sessions) if e.cutoff == CUTOFF}
     assert planned == set(due)
 
