@@ -102,8 +102,8 @@ class Runtime:
     again: bool = False
     pulse: Pulse | None = None
     # The weekly runs' threads. Not the event loop's default executor, where APScheduler runs
-    # the other synchronous jobs and asyncio resolves host names: a Friday's plans, queued
-    # there, kept the heartbeat and the relay's address waiting behind them.
+    # the other synchronous jobs and the worker commits (asyncio.to_thread) and looks up host
+    # names: a Friday's plans, queued there, kept all of those waiting behind them.
     planners: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(PLANNERS, thread_name_prefix="plan")
     )
