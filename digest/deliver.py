@@ -216,6 +216,11 @@ def open_pause(session: Session) -> Alert | None:
     ).first()
 
 
+def _in_force(pause: Alert | None, at: datetime) -> bool:
+    """Whether ``pause`` holds sending back at ``at`` (an expired one waits for a success)."""
+    return pause is not None and pause.until is not None and pause.until > at
+
+
 @dataclass(frozen=True)
 class _Prepared:
     delivery_id: int
@@ -331,7 +336,7 @@ class Deliverer:
                     pause, prepared = await asyncio.to_thread(self._claim_prepared, at, school_id)
                 else:
                     pause, prepared = self._claim_prepared(at, school_id)
-                if pause is not None and pause.until is not None and pause.until > at:
+                if pause is not None and _in_force(pause, at):
                     report.paused, report.paused_until = pause.message, pause.until
                     break
                 if prepared is None:  # nothing left to claim
@@ -372,7 +377,7 @@ class Deliverer:
         (nothing due, or a pause in force)."""
         with self.sessions() as session, session.begin():
             pause = open_pause(session)
-            if pause is not None and pause.until is not None and pause.until > at:
+            if _in_force(pause, at):
                 return pause, None
             ids = claim(session, at, self.batch_size, school_id, lease=self.lease)
         return pause, self._prepare(ids, at) if ids else None

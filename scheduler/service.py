@@ -114,11 +114,7 @@ class Runtime:
 
     def kick(self) -> None:
         """Start the embedded worker's ``deliver`` job now (no-op without it)."""
-        if (
-            self.deliverer is not None
-            and self.scheduler.running
-            and self.scheduler.get_job("deliver") is not None
-        ):
+        if self.deliverer is not None and self.scheduler.get_job("deliver") is not None:
             self.scheduler.modify_job("deliver", next_run_time=datetime.now(UTC))
 
 
